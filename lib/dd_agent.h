@@ -1,0 +1,61 @@
+/* dd_agent.h - the Datadog agent client: URL parsing and one POST /v0.4/traces with libcurl.
+ *
+ * Used only by the flusher thread (one dd_agent_t per child process; not thread-safe).
+ */
+#ifndef DD_AGENT_H
+#define DD_AGENT_H
+
+#include <stddef.h>
+#include <apr_pools.h>
+
+typedef struct {
+    int is_unix;         /* 1 for unix:///path.sock */
+    const char *base;    /* "http://host:port" or "https://host:port", the port always written
+                          * (80/443 when the URL had none); for unix: "http://localhost" */
+    const char *socket;  /* unix socket path, or NULL */
+} dd_agent_url_t;
+
+/* Parses http://host[:port], https://host[:port] or unix:///absolute/path.sock. A trailing
+ * "/" is allowed; any other path, a query, user info or another scheme is an error. On error
+ * returns -1 and a message (pool-allocated) in *err. */
+int dd_agent_url_parse(apr_pool_t *p, const char *url, dd_agent_url_t *out, const char **err);
+
+/* Resolves the agent URL from the environment as Datadog tracers do: DD_TRACE_AGENT_URL, else
+ * DD_AGENT_HOST + DD_TRACE_AGENT_PORT, else http://localhost:8126. Never NULL. */
+const char *dd_agent_url_from_env(apr_pool_t *p);
+
+typedef struct dd_agent dd_agent_t;
+
+/* Initializes libcurl once per process (pthread_once; later calls do nothing). dd_agent_create
+ * calls it too, but curl_global_init is not thread-safe with respect to other libcurl users in
+ * the process on libcurl < 7.84, so the glue should call this early (child_init), before any
+ * thread runs. libcurl is never de-initialized: other modules may share it. */
+void dd_agent_global_init(void);
+
+/* Creates a client for url (copied). tracer_version goes in Datadog-Meta-Tracer-Version,
+ * lang_version in Datadog-Meta-Lang-Version (httpd's version); either may be NULL (header
+ * left out). container_id may be NULL. Returns NULL when out of memory or when libcurl
+ * cannot be initialized. */
+dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_version,
+                            const char *lang_version, const char *container_id);
+void dd_agent_destroy(dd_agent_t *a);
+
+typedef struct {
+    long http_status;    /* 0 when no HTTP answer came */
+    char error[256];     /* "" on success; else what went wrong (curl's message or "HTTP 500") */
+    char *body;          /* the response body (NUL-terminated, capped at 64 KiB), or NULL */
+    size_t body_len;
+} dd_agent_result_t;
+
+/* POSTs one payload (a msgpack array of ntraces chunks) to /v0.4/traces within timeout_ms.
+ * Returns 0 when the agent answered 2xx, -1 otherwise; *res says what happened. Free
+ * res->body with free(). */
+int dd_agent_send(dd_agent_t *a, const char *body, size_t len, size_t ntraces, long timeout_ms,
+                  dd_agent_result_t *res);
+
+/* Reads this process's container id from /proc/self/cgroup, or NULL. malloc'd. */
+char *dd_agent_container_id(void);
+/* The same from a file in /proc/self/cgroup format (for tests). */
+char *dd_agent_container_id_from_file(const char *path);
+
+#endif

@@ -1,0 +1,61 @@
+/* dd_flusher.h - the one background thread per child process that delivers traces.
+ *
+ * queue -> payloads -> sender. It wakes every interval_ms, or sooner when a producer calls
+ * dd_flusher_wake() (the glue does so when the queue passes half full), drains the queue into
+ * payloads of at most max_payload_bytes, and hands each to the sender. A failed send drops
+ * that payload's chunks (counted); the flusher never retries into unbounded memory. On stop it
+ * sends what is left, bounded by a deadline, and joins.
+ */
+#ifndef DD_FLUSHER_H
+#define DD_FLUSHER_H
+
+#include <stddef.h>
+#include <apr_pools.h>
+#include "dd_queue.h"
+#include "dd_rates.h"
+#include "dd_stats.h"
+
+/* How payloads leave: a real agent (dd_agent_send) or a fake in tests. Returns 0 on success.
+ * http_status/error describe a failure (error is a short string, may be NULL); body/body_len
+ * is the response body for a success (may be NULL), owned by the sender until the next call. */
+typedef struct {
+    int (*send)(void *ctx, const char *payload, size_t len, size_t ntraces, long timeout_ms,
+                long *http_status, const char **error, const char **body, size_t *body_len);
+    void *ctx;
+} dd_sender_t;
+
+typedef struct {
+    dd_queue_t *queue;
+    dd_sender_t sender;
+    dd_rates_t *rates;         /* may be NULL: responses are not parsed */
+    dd_stats_t *stats;         /* must not be NULL */
+    long interval_ms;          /* >= 1 */
+    size_t max_payload_bytes;  /* payloads are split to stay at or under this */
+    long send_timeout_ms;      /* per payload */
+    long stop_deadline_ms;     /* total time the final flush may take */
+    /* Called (from the flusher thread) after a failed send; may be NULL. For rate-limited
+     * logging in the glue. */
+    void (*on_error)(void *ctx, long http_status, const char *error);
+    void *on_error_ctx;
+} dd_flusher_conf_t;
+
+typedef struct dd_flusher dd_flusher_t;
+
+/* Starts the thread. The flusher lives in pool p (its memory; the thread is joined by
+ * dd_flusher_stop, not by the pool). Returns APR_SUCCESS or an APR error. */
+int dd_flusher_start(apr_pool_t *p, const dd_flusher_conf_t *conf, dd_flusher_t **out);
+
+/* Any thread; never blocks. Asks the flusher to drain now. */
+void dd_flusher_wake(dd_flusher_t *f);
+
+/* Sends what is left (within conf->stop_deadline_ms) and joins the thread. Idempotent. */
+void dd_flusher_stop(dd_flusher_t *f);
+
+/* Drains the queue once and sends, in the calling thread (what the thread does on each tick;
+ * exposed for unit tests and benchmarks). Returns the number of chunks sent successfully. */
+size_t dd_flusher_drain_once(dd_flusher_t *f, long timeout_ms);
+
+/* Creates a flusher without a thread (for dd_flusher_drain_once in tests/benchmarks). */
+int dd_flusher_create(apr_pool_t *p, const dd_flusher_conf_t *conf, dd_flusher_t **out);
+
+#endif

@@ -1,0 +1,74 @@
+/* dd_span.c - span creation and tag lists.
+ *
+ * Tags live in small arrays searched linearly: a span has a couple of dozen tags at most, and
+ * a linear scan of pointers is faster than hashing at that size and keeps insertion order
+ * (which makes payloads stable and easy to read in tests).
+ */
+#include "dd_span.h"
+
+#include <string.h>
+
+dd_span_t *dd_span_create(apr_pool_t *p)
+{
+    dd_span_t *s = apr_pcalloc(p, sizeof(*s));
+    s->type = "web";
+    s->meta = apr_array_make(p, 24, sizeof(dd_meta_t));
+    s->metrics = apr_array_make(p, 4, sizeof(dd_metric_t));
+    return s;
+}
+
+void dd_span_set_meta(dd_span_t *s, const char *key, const char *value)
+{
+    dd_meta_t *m = (dd_meta_t *)s->meta->elts;
+    for (int i = 0; i < s->meta->nelts; i++) {
+        if (strcmp(m[i].key, key) == 0) {
+            if (value) {
+                m[i].value = value;
+            } else {
+                memmove(&m[i], &m[i + 1], (size_t)(s->meta->nelts - i - 1) * sizeof(*m));
+                s->meta->nelts--;
+            }
+            return;
+        }
+    }
+    if (value) {
+        dd_meta_t *n = apr_array_push(s->meta);
+        n->key = key;
+        n->value = value;
+    }
+}
+
+const char *dd_span_get_meta(const dd_span_t *s, const char *key)
+{
+    const dd_meta_t *m = (const dd_meta_t *)s->meta->elts;
+    for (int i = 0; i < s->meta->nelts; i++)
+        if (strcmp(m[i].key, key) == 0)
+            return m[i].value;
+    return NULL;
+}
+
+void dd_span_set_metric(dd_span_t *s, const char *key, double value)
+{
+    dd_metric_t *m = (dd_metric_t *)s->metrics->elts;
+    for (int i = 0; i < s->metrics->nelts; i++) {
+        if (strcmp(m[i].key, key) == 0) {
+            m[i].value = value;
+            return;
+        }
+    }
+    dd_metric_t *n = apr_array_push(s->metrics);
+    n->key = key;
+    n->value = value;
+}
+
+int dd_span_get_metric(const dd_span_t *s, const char *key, double *value)
+{
+    const dd_metric_t *m = (const dd_metric_t *)s->metrics->elts;
+    for (int i = 0; i < s->metrics->nelts; i++) {
+        if (strcmp(m[i].key, key) == 0) {
+            *value = m[i].value;
+            return 1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,52 @@
+/* dd_span.h - the span model.
+ *
+ * A span is plain data allocated in an APR pool (the request pool): ids, names, times and two
+ * ordered lists of tags. Nothing here knows about httpd or the wire format; dd_encode.c turns
+ * spans into msgpack. String pointers stored in a span must live as long as the pool
+ * (pool-allocated or static); the span does not copy them.
+ */
+#ifndef DD_SPAN_H
+#define DD_SPAN_H
+
+#include <stdint.h>
+#include <apr_pools.h>
+#include <apr_tables.h>
+
+typedef struct {
+    const char *key;
+    const char *value;
+} dd_meta_t;
+
+typedef struct {
+    const char *key;
+    double value;
+} dd_metric_t;
+
+typedef struct dd_span {
+    uint64_t trace_id;      /* low 64 bits: the wire's trace_id */
+    uint64_t trace_id_high; /* high 64 bits, carried as meta _dd.p.tid on the chunk root */
+    uint64_t span_id;
+    uint64_t parent_id; /* 0 = none */
+    const char *name;
+    const char *service;
+    const char *resource;
+    const char *type;
+    int64_t start;    /* ns since the Unix epoch */
+    int64_t duration; /* ns, never negative */
+    int32_t error;
+    apr_array_header_t *meta;    /* of dd_meta_t; keys unique */
+    apr_array_header_t *metrics; /* of dd_metric_t; keys unique */
+} dd_span_t;
+
+dd_span_t *dd_span_create(apr_pool_t *p);
+
+/* Sets (or replaces) a meta tag. A NULL value removes the tag. */
+void dd_span_set_meta(dd_span_t *s, const char *key, const char *value);
+const char *dd_span_get_meta(const dd_span_t *s, const char *key);
+
+/* Sets (or replaces) a metric. */
+void dd_span_set_metric(dd_span_t *s, const char *key, double value);
+/* Returns 1 and stores the value when the metric exists, else 0. */
+int dd_span_get_metric(const dd_span_t *s, const char *key, double *value);
+
+#endif

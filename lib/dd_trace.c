@@ -1,0 +1,282 @@
+/* dd_trace.c - one request's trace: the inferred (gateway) span and the server span.
+ *
+ * The inferred span is the local root when a gateway was seen: it carries the trace-level
+ * tags (_dd.p.tid, the sampling decision) and is the parent of the server span. Everything a
+ * header contributes to a tag was cleaned by dd_gateway.c, and everything the request line
+ * contributes is cleaned here, so no tag value is invalid UTF-8 or longer than its cap.
+ */
+#include "dd_trace.h"
+#include "dd_encode.h"
+#include "dd_util.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <apr_strings.h>
+
+#define KNUTH_FACTOR 1111111111111111111ULL
+
+static const char *clean(apr_pool_t *p, const char *s, size_t cap, int *truncated)
+{
+    return s ? dd_str_clean(p, s, strlen(s), cap, truncated) : NULL;
+}
+
+static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
+{
+    if (conf->tags) {
+        const dd_meta_t *t = (const dd_meta_t *)conf->tags->elts;
+        for (int i = 0; i < conf->tags->nelts; i++)
+            dd_span_set_meta(s, t[i].key, t[i].value);
+    }
+    if (conf->env)
+        dd_span_set_meta(s, "env", conf->env);
+    if (conf->version)
+        dd_span_set_meta(s, "version", conf->version);
+}
+
+static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *path)
+{
+    int default_port = req->port == 0 || (strcmp(req->scheme, "https") == 0 && req->port == 443) ||
+                       (strcmp(req->scheme, "http") == 0 && req->port == 80);
+    if (default_port)
+        return apr_pstrcat(p, req->scheme, "://", req->host, path, NULL);
+    return apr_psprintf(p, "%s://%s:%u%s", req->scheme, req->host, req->port, path);
+}
+
+static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
+                                   const dd_request_info_t *req, const dd_gateway_t *gw)
+{
+    dd_span_t *s = dd_span_create(p);
+    int truncated = 0;
+    const char *method = clean(p, req->method ? req->method : "GET", DD_CAP_VALUE, &truncated);
+    const char *path = clean(p, req->path ? req->path : "/", DD_CAP_PATH, &truncated);
+    const char *host = clean(p, req->host ? req->host : "localhost", DD_CAP_VALUE, &truncated);
+    dd_request_info_t cleaned = *req;
+
+    cleaned.host = host;
+    s->name = "httpd.request";
+    s->service = conf->service;
+    s->resource = clean(p, apr_pstrcat(p, method, " ", path, NULL), DD_CAP_PATH, &truncated);
+    s->start = req->start_ns;
+    dd_span_set_meta(s, "component", "httpd");
+    dd_span_set_meta(s, "span.kind", "server");
+    dd_span_set_meta(s, "http.method", method);
+    dd_span_set_meta(s, "http.url",
+                     clean(p, server_url(p, &cleaned, path), DD_CAP_PATH, &truncated));
+    if (req->user_agent)
+        dd_span_set_meta(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
+    if (req->client_ip)
+        dd_span_set_meta(s, "http.client_ip", req->client_ip);
+    if (gw && gw->resource_path)
+        dd_span_set_meta(s, "http.route", gw->resource_path);
+    set_common_meta(s, conf);
+    if (truncated)
+        dd_span_set_metric(s, "_dd.proxy.truncated", 1);
+    return s;
+}
+
+static const char *join_resource(apr_pool_t *p, const char *method, const char *route,
+                                 const char *fallback)
+{
+    if (method && route)
+        return apr_pstrcat(p, method, " ", route, NULL);
+    if (method || route)
+        return method ? method : route;
+    return fallback;
+}
+
+static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
+                                     const dd_request_info_t *req, const dd_gateway_t *gw)
+{
+    dd_span_t *s = dd_span_create(p);
+    int truncated = gw->truncated;
+    const char *route = gw->resource_path ? gw->resource_path : gw->path;
+
+    s->name = dd_gateway_span_name(gw->kind);
+    s->service = gw->domain ? gw->domain : conf->service;
+    s->resource = clean(p, join_resource(p, gw->method, route, s->name), DD_CAP_PATH, &truncated);
+    s->start = gw->request_time_ms * 1000000LL;
+    if (s->start > req->start_ns)
+        s->start = req->start_ns; /* the gateway's clock is ahead: never a negative gap */
+
+    dd_span_set_meta(s, "component", dd_gateway_component(gw->kind));
+    dd_span_set_meta(s, "span.kind", "server");
+    if (gw->method)
+        dd_span_set_meta(s, "http.method", gw->method);
+    if (gw->domain)
+        dd_span_set_meta(
+            s, "http.url",
+            clean(p, apr_pstrcat(p, "https://", gw->domain, gw->path ? gw->path : "", NULL),
+                  DD_CAP_PATH, &truncated));
+    else if (gw->path)
+        dd_span_set_meta(s, "http.url", gw->path);
+    if (gw->resource_path)
+        dd_span_set_meta(s, "http.route", gw->resource_path);
+    if (gw->stage)
+        dd_span_set_meta(s, "stage", gw->stage);
+    if (gw->region)
+        dd_span_set_meta(s, "region", gw->region);
+    if (gw->account_id)
+        dd_span_set_meta(s, "account_id", gw->account_id);
+    if (gw->api_id)
+        dd_span_set_meta(s, "apiid", gw->api_id);
+    if (gw->region && gw->api_id && gw->kind != DD_GW_AZURE_APIM)
+        dd_span_set_meta(s, "dd_resource_key",
+                         clean(p,
+                               apr_pstrcat(p, "arn:aws:apigateway:", gw->region, "::/",
+                                           gw->kind == DD_GW_AWS_HTTPAPI ? "apis/" : "restapis/",
+                                           gw->api_id, NULL),
+                               DD_CAP_PATH, &truncated));
+    if (gw->user && conf->user_tag)
+        dd_span_set_meta(s, "aws_user", gw->user);
+    if (req->user_agent)
+        dd_span_set_meta(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
+    set_common_meta(s, conf);
+    dd_span_set_metric(s, "_dd.inferred_span", 1);
+    if (truncated)
+        dd_span_set_metric(s, "_dd.proxy.truncated", 1);
+    return s;
+}
+
+dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_request_info_t *req,
+                           const dd_gateway_t *gw, const dd_context_t *parent)
+{
+    dd_trace_t *t = apr_pcalloc(p, sizeof(*t));
+    dd_span_t *root;
+    uint64_t high, low;
+
+    t->pool = p;
+    t->priority = DD_PRIORITY_UNSET;
+    if (parent && parent->trace_id_low) {
+        t->parent = *parent;
+        high = parent->trace_id_high;
+        low = parent->trace_id_low;
+    } else {
+        t->parent.priority = DD_PRIORITY_UNSET;
+        high = conf->trace_id_128 ? ((uint64_t)(req->start_ns / 1000000000LL) << 32) : 0;
+        low = dd_random_id(!conf->trace_id_128);
+    }
+
+    t->server = make_server_span(p, conf, req, gw);
+    t->server->span_id = dd_random_id(1);
+    if (gw) {
+        t->inferred = make_inferred_span(p, conf, req, gw);
+        t->inferred->span_id = dd_random_id(1);
+        t->inferred->parent_id = t->parent.parent_id;
+        t->server->parent_id = t->inferred->span_id;
+    } else {
+        t->server->parent_id = t->parent.parent_id;
+    }
+
+    root = dd_trace_root(t);
+    for (dd_span_t *s = t->server; s; s = (s == t->server ? t->inferred : NULL)) {
+        s->trace_id = low;
+        s->trace_id_high = high;
+        if (t->parent.origin)
+            dd_span_set_meta(s, "_dd.origin", t->parent.origin);
+    }
+    if (high) {
+        char *hex = apr_palloc(p, 17);
+        dd_u64_to_hex16(high, hex);
+        dd_span_set_meta(root, "_dd.p.tid", hex);
+    }
+    if (t->parent.tags) {
+        const dd_meta_t *tag = (const dd_meta_t *)t->parent.tags->elts;
+        for (int i = 0; i < t->parent.tags->nelts; i++)
+            dd_span_set_meta(root, tag[i].key, tag[i].value);
+    }
+    return t;
+}
+
+dd_span_t *dd_trace_root(const dd_trace_t *t)
+{
+    return t->inferred ? t->inferred : t->server;
+}
+
+/* The keep test every Datadog tracer uses, so that all services sampling the same trace id at
+ * the same rate agree: (id * 1111111111111111111) mod 2^64 <= rate * 2^64. */
+static int knuth_keep(uint64_t trace_id_low, double rate)
+{
+    uint64_t threshold;
+    if (rate >= 1.0)
+        return 1;
+    if (!(rate > 0.0))
+        threshold = 0;
+    else
+        threshold = (uint64_t)(rate * 18446744073709551616.0);
+    return trace_id_low * KNUTH_FACTOR <= threshold;
+}
+
+void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_rates_t *rates)
+{
+    dd_span_t *root = dd_trace_root(t);
+    double rate = 1.0;
+    int from_agent = 0;
+
+    if (t->parent.priority != DD_PRIORITY_UNSET) {
+        t->priority = t->parent.priority; /* decided upstream: honoured as is */
+    } else {
+        from_agent = rates && dd_rates_lookup(rates, root->service, conf->env, &rate);
+        t->priority = knuth_keep(root->trace_id, rate) ? 1 : 0;
+        dd_span_set_metric(root, "_dd.agent_psr", rate);
+        if (t->priority > 0)
+            dd_span_set_meta(root, "_dd.p.dm", from_agent ? "-1" : "-0");
+    }
+    dd_span_set_metric(root, "_sampling_priority_v1", t->priority);
+}
+
+void dd_trace_finish(dd_trace_t *t, int64_t end_ns, int status, const char *status_line,
+                     const char *error_notes)
+{
+    dd_span_t *s = t->server;
+    const char *code = apr_itoa(t->pool, status);
+
+    s->duration = end_ns > s->start ? end_ns - s->start : 0;
+    dd_span_set_meta(s, "http.status_code", code);
+    if (status >= 500 && status <= 599) {
+        const char *msg = error_notes && *error_notes ? error_notes : status_line;
+        int truncated = 0;
+        s->error = 1;
+        dd_span_set_meta(s, "error.message",
+                         clean(t->pool, msg ? msg : code, DD_CAP_VALUE, &truncated));
+        dd_span_set_meta(s, "error.type", apr_pstrcat(t->pool, "HTTP ", code, NULL));
+    }
+    if (t->inferred) {
+        dd_span_t *g = t->inferred;
+        static const char *const copied[] = {"http.status_code", "error.message", "error.type"};
+        g->duration = end_ns > g->start ? end_ns - g->start : 0;
+        g->error = s->error;
+        for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++) {
+            const char *v = dd_span_get_meta(s, copied[i]);
+            if (v)
+                dd_span_set_meta(g, copied[i], v);
+        }
+    }
+}
+
+int dd_trace_encode(const dd_trace_t *t, char **out, size_t *out_len)
+{
+    dd_span_t *spans[2];
+    size_t n = 0;
+    if (t->inferred)
+        spans[n++] = t->inferred;
+    spans[n++] = t->server;
+    return dd_encode_chunk(spans, n, out, out_len);
+}
+
+const char *dd_trace_id_string(apr_pool_t *p, const dd_trace_t *t)
+{
+    const dd_span_t *s = t->server;
+    if (s->trace_id_high) {
+        char *out = apr_palloc(p, 33);
+        dd_u64_to_hex16(s->trace_id_high, out);
+        dd_u64_to_hex16(s->trace_id, out + 16);
+        return out;
+    }
+    return apr_psprintf(p, "%" APR_UINT64_T_FMT, (apr_uint64_t)s->trace_id);
+}
+
+const char *dd_span_id_string(apr_pool_t *p, const dd_trace_t *t)
+{
+    return apr_psprintf(p, "%" APR_UINT64_T_FMT, (apr_uint64_t)t->server->span_id);
+}

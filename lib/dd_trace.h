@@ -1,0 +1,73 @@
+/* dd_trace.h - one request's trace: the spans it makes and how they end.
+ *
+ * request facts (+ gateway, + inbound context) -> spans -> finished -> encoded chunk.
+ * dd_trace_start makes the inferred span (when a gateway was seen) and the server span, with
+ * ids; dd_trace_finish sets status, errors and durations and copies what the inferred span
+ * takes from the server span; dd_trace_encode produces the chunk for the queue.
+ */
+#ifndef DD_TRACE_H
+#define DD_TRACE_H
+
+#include <stdint.h>
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include "dd_span.h"
+#include "dd_gateway.h"
+#include "dd_context.h"
+#include "dd_rates.h"
+
+/* What the configuration says, resolved (directive, else environment, else default). */
+typedef struct {
+    const char *service;            /* never NULL */
+    const char *env;                /* may be NULL */
+    const char *version;            /* may be NULL */
+    const apr_array_header_t *tags; /* dd_meta_t from DDTag / DD_TAGS, may be NULL */
+    int user_tag;                   /* DDInferredProxyUserTag */
+    int trace_id_128;               /* generate 128-bit trace ids */
+} dd_trace_conf_t;
+
+/* The facts about the request httpd read. */
+typedef struct {
+    int64_t start_ns; /* r->request_time, ns */
+    const char *method;
+    const char *scheme;     /* "http" or "https" */
+    const char *host;       /* Host header's name, else ServerName */
+    unsigned port;          /* 0 or the default port: not shown in http.url */
+    const char *path;       /* without query string */
+    const char *user_agent; /* may be NULL */
+    const char *client_ip;  /* may be NULL */
+} dd_request_info_t;
+
+typedef struct {
+    apr_pool_t *pool;
+    dd_span_t *inferred; /* NULL when no gateway */
+    dd_span_t *server;
+    dd_context_t parent; /* the inbound context (trace_id_low == 0: none) */
+    int priority;        /* decided sampling priority */
+} dd_trace_t;
+
+/* Builds the spans. gw may be NULL (no inferred span); parent may be NULL (new trace). */
+dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_request_info_t *req,
+                           const dd_gateway_t *gw, const dd_context_t *parent);
+
+/* Makes the sampling decision for the local root (inbound priority, else the agent's rate
+ * for the root's service and env, else 1.0) and records it on the root. rates may be NULL. */
+void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_rates_t *rates);
+
+/* Ends the trace at end_ns with the final HTTP status. status_line and error_notes may be
+ * NULL; the error message is error_notes when given, else the status line. */
+void dd_trace_finish(dd_trace_t *t, int64_t end_ns, int status, const char *status_line,
+                     const char *error_notes);
+
+/* Encodes the trace's spans as one chunk (see dd_encode_chunk). */
+int dd_trace_encode(const dd_trace_t *t, char **out, size_t *out_len);
+
+/* The local root: the inferred span when there is one, else the server span. */
+dd_span_t *dd_trace_root(const dd_trace_t *t);
+
+/* Log correlation (CONTRACT §3.3): 32 lowercase hex for a 128-bit trace id, decimal for a
+ * 64-bit one; the server span's id in decimal. */
+const char *dd_trace_id_string(apr_pool_t *p, const dd_trace_t *t);
+const char *dd_span_id_string(apr_pool_t *p, const dd_trace_t *t);
+
+#endif

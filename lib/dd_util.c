@@ -1,0 +1,182 @@
+/* dd_util.c - clocks, random ids, number parsing and UTF-8 cleaning for the library.
+ *
+ * Everything here is called on the request path, so nothing takes a lock or allocates from
+ * the heap: ids come from a per-thread generator seeded once from the OS.
+ */
+#include "dd_util.h"
+
+#include <string.h>
+#include <time.h>
+#include <apr_general.h>
+#include <apr_strings.h>
+
+int64_t dd_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t dd_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* splitmix64: a full-period 64-bit generator; good enough for ids (not for secrets). Each
+ * thread seeds its own state from the OS on first use, so threads never share state. */
+static _Thread_local uint64_t id_state;
+static _Thread_local int id_seeded;
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+uint64_t dd_random_id(int clear_msb)
+{
+    uint64_t v;
+    if (!id_seeded) {
+        uint64_t seed = 0;
+        if (apr_generate_random_bytes((unsigned char *)&seed, sizeof(seed)) != APR_SUCCESS)
+            seed = (uint64_t)dd_now_ns() ^ (uint64_t)(uintptr_t)&id_state;
+        id_state = seed;
+        id_seeded = 1;
+    }
+    do {
+        v = splitmix64(&id_state);
+        if (clear_msb)
+            v &= 0x7FFFFFFFFFFFFFFFULL;
+    } while (v == 0);
+    return v;
+}
+
+int dd_parse_u64_dec(const char *s, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 20)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned d = (unsigned char)s[i] - '0';
+        if (d > 9)
+            return 0;
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 1;
+}
+
+static int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int dd_parse_u64_hex(const char *s, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 16)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        int d = hex_value((unsigned char)s[i]);
+        if (d < 0)
+            return 0;
+        v = (v << 4) | (uint64_t)d;
+    }
+    *out = v;
+    return 1;
+}
+
+void dd_u64_to_hex16(uint64_t v, char out[17])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--) {
+        out[i] = digits[v & 0xF];
+        v >>= 4;
+    }
+    out[16] = '\0';
+}
+
+/* Length of the valid UTF-8 sequence starting at s (at most n bytes available), or 0 when
+ * the bytes there are not valid UTF-8 (overlong forms, surrogates and values past U+10FFFF
+ * are invalid, as RFC 3629 says). */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        return (n >= 2 && (s[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xE0 && s[1] < 0xA0)
+            return 0; /* overlong */
+        if (c == 0xED && s[1] >= 0xA0)
+            return 0; /* surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xF0 && s[1] < 0x90)
+            return 0; /* overlong */
+        if (c == 0xF4 && s[1] >= 0x90)
+            return 0; /* past U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+const char *dd_str_clean(apr_pool_t *p, const char *s, size_t len, size_t cap, int *truncated)
+{
+    static const char replacement[] = "\xEF\xBF\xBD"; /* U+FFFD */
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, clean_len = 0;
+    int dirty = 0;
+
+    /* Fast path: most values are short ASCII and come back as they are. */
+    while (i < len) {
+        size_t n = utf8_seq_len(u + i, len - i);
+        if (n == 0) {
+            dirty = 1;
+            break;
+        }
+        if (clean_len + n > cap)
+            break;
+        i += n;
+        clean_len += n;
+    }
+    if (!dirty && i == len)
+        return s;
+
+    /* Slow path: copy, replacing bad bytes and cutting at the cap on a character boundary. */
+    char *out = apr_palloc(p, (cap < len * 3 ? cap : len * 3) + 1);
+    size_t o = 0;
+    for (i = 0; i < len;) {
+        size_t n = utf8_seq_len(u + i, len - i);
+        const char *piece = n ? s + i : replacement;
+        size_t plen = n ? n : sizeof(replacement) - 1;
+        if (o + plen > cap) {
+            if (truncated)
+                *truncated = 1;
+            break;
+        }
+        memcpy(out + o, piece, plen);
+        o += plen;
+        i += n ? n : 1;
+    }
+    out[o] = '\0';
+    return out;
+}

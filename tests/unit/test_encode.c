@@ -1,0 +1,158 @@
+/* test_encode.c - spans -> msgpack, decoded back with msgpack-c's unpacker. */
+#include "unit.h"
+#include "dd_encode.h"
+
+#include <stdlib.h>
+#include <apr_general.h>
+#include <apr_strings.h>
+#include <msgpack.h>
+
+static apr_pool_t *pool;
+
+static const msgpack_object *map_get(const msgpack_object *map, const char *key)
+{
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(key) &&
+            memcmp(kv->key.via.str.ptr, key, kv->key.via.str.size) == 0)
+            return &kv->val;
+    }
+    return NULL;
+}
+
+static int str_is(const msgpack_object *o, const char *s)
+{
+    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) &&
+           memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
+}
+
+static void test_two_spans(void)
+{
+    dd_span_t *a = dd_span_create(pool), *b = dd_span_create(pool);
+    char *out;
+    size_t len;
+    msgpack_unpacked u;
+
+    a->trace_id = 0xFFFFFFFFFFFFFFF0ULL; /* >= 2^63 survives as unsigned */
+    a->span_id = 7;
+    a->parent_id = 0;
+    a->name = "aws.apigateway";
+    a->service = "example.com";
+    a->resource = "GET /caf\xc3\xa9";
+    a->start = 1736973768000000000LL;
+    a->duration = 1234;
+    a->error = 1;
+    dd_span_set_meta(a, "component", "aws-apigateway");
+    dd_span_set_meta(a, "http.status_code", "500");
+    dd_span_set_metric(a, "_dd.inferred_span", 1);
+    dd_span_set_metric(a, "_dd.agent_psr", 0.25);
+    *b = *a;
+    b->meta = apr_array_make(pool, 1, sizeof(dd_meta_t));
+    b->metrics = apr_array_make(pool, 1, sizeof(dd_metric_t));
+    b->span_id = 8;
+    b->parent_id = 7;
+    b->name = "httpd.request";
+    b->duration = -5; /* never encoded negative */
+    b->error = 0;
+
+    dd_span_t *spans[] = {a, b};
+    CHECK(dd_encode_chunk(spans, 2, &out, &len) == 0);
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    CHECK(msgpack_unpack_next(&u, out, len, &off) == MSGPACK_UNPACK_SUCCESS);
+    CHECK(off == len); /* exactly one object, nothing trailing */
+    CHECK(u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 2);
+    if (u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 2) {
+        const msgpack_object *s0 = &u.data.via.array.ptr[0], *s1 = &u.data.via.array.ptr[1];
+        CHECK(s0->type == MSGPACK_OBJECT_MAP && s0->via.map.size == 12);
+        const msgpack_object *o = map_get(s0, "trace_id");
+        CHECK(o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+              o->via.u64 == 0xFFFFFFFFFFFFFFF0ULL);
+        o = map_get(s0, "span_id");
+        CHECK(o && o->via.u64 == 7);
+        o = map_get(s0, "parent_id");
+        CHECK(o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 == 0);
+        CHECK(str_is(map_get(s0, "name"), "aws.apigateway"));
+        CHECK(str_is(map_get(s0, "service"), "example.com"));
+        CHECK(str_is(map_get(s0, "resource"), "GET /caf\xc3\xa9"));
+        CHECK(str_is(map_get(s0, "type"), "web"));
+        o = map_get(s0, "start");
+        CHECK(o && o->via.i64 == 1736973768000000000LL);
+        o = map_get(s0, "duration");
+        CHECK(o && o->via.i64 == 1234);
+        o = map_get(s0, "error");
+        CHECK(o && o->via.i64 == 1);
+        const msgpack_object *meta = map_get(s0, "meta");
+        CHECK(meta && meta->type == MSGPACK_OBJECT_MAP && meta->via.map.size == 2);
+        CHECK(meta && str_is(map_get(meta, "component"), "aws-apigateway"));
+        CHECK(meta && str_is(map_get(meta, "http.status_code"), "500"));
+        const msgpack_object *metrics = map_get(s0, "metrics");
+        CHECK(metrics && metrics->via.map.size == 2);
+        o = metrics ? map_get(metrics, "_dd.agent_psr") : NULL;
+        CHECK(o && o->type == MSGPACK_OBJECT_FLOAT64 && o->via.f64 == 0.25);
+        o = map_get(s1, "parent_id");
+        CHECK(o && o->via.u64 == 7);
+        o = map_get(s1, "duration");
+        CHECK(o && o->via.i64 == 0);
+        meta = map_get(s1, "meta");
+        CHECK(meta && meta->type == MSGPACK_OBJECT_MAP && meta->via.map.size == 0);
+    }
+    msgpack_unpacked_destroy(&u);
+    free(out);
+}
+
+static void test_big_chunk(void)
+{
+    /* Bigger than the on-stack buffer: the heap path must give the same bytes. */
+    dd_span_t *s = dd_span_create(pool);
+    char *out;
+    size_t len;
+    msgpack_unpacked u;
+    s->trace_id = s->span_id = 1;
+    s->name = s->service = s->resource = "x";
+    for (int i = 0; i < 200; i++)
+        dd_span_set_meta(s, apr_psprintf(pool, "key.%d", i),
+                         apr_psprintf(pool, "value-%d-%0100d", i, i));
+    dd_span_t *spans[] = {s};
+    CHECK(dd_encode_chunk(spans, 1, &out, &len) == 0);
+    CHECK(len > 20000);
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    CHECK(msgpack_unpack_next(&u, out, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len);
+    const msgpack_object *meta = map_get(&u.data.via.array.ptr[0], "meta");
+    CHECK(meta && meta->via.map.size == 200);
+    CHECK(meta &&
+          str_is(map_get(meta, "key.199"), apr_psprintf(pool, "value-%d-%0100d", 199, 199)));
+    msgpack_unpacked_destroy(&u);
+    free(out);
+}
+
+static void test_array_header(void)
+{
+    unsigned char h[5];
+    size_t sizes[] = {0, 1, 15, 16, 65535, 65536, 1000000};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, sizes[i]);
+        size_t n = dd_encode_array_header(sizes[i], h);
+        CHECK(n == sb.size && memcmp(h, sb.data, n) == 0);
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
+int main(void)
+{
+    apr_initialize();
+    apr_pool_create(&pool, NULL);
+    test_two_spans();
+    test_big_chunk();
+    test_array_header();
+    apr_pool_destroy(pool);
+    apr_terminate();
+    UNIT_DONE();
+}

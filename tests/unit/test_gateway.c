@@ -1,0 +1,205 @@
+/* test_gateway.c - the x-dd-proxy* header parser against CONTRACT §3.2. */
+#include "unit.h"
+#include "dd_gateway.h"
+
+#include <apr_general.h>
+#include <apr_strings.h>
+
+#define NOW_MS 1736973768000LL
+
+static apr_pool_t *pool;
+
+static apr_table_t *headers(const char *const *kv)
+{
+    apr_table_t *t = apr_table_make(pool, 8);
+    for (; kv[0]; kv += 2)
+        apr_table_add(t, kv[0], kv[1]);
+    return t;
+}
+
+static dd_gw_status_t parse(const char *const *kv, dd_gateway_t *gw)
+{
+    return dd_gateway_parse(pool, headers(kv), NOW_MS, gw);
+}
+
+static void test_full_rest(void)
+{
+    const char *kv[] = {"X-DD-Proxy",
+                        "aws-apigateway",
+                        "x-dd-proxy-request-time-ms",
+                        "1736973768000",
+                        "x-dd-proxy-path",
+                        "/http-api-path",
+                        "x-dd-proxy-resource-path",
+                        "/{Path}",
+                        "x-dd-proxy-httpmethod",
+                        "POST",
+                        "x-dd-proxy-domain-name",
+                        "id.execute-api.us-east-1.amazonaws.com",
+                        "x-dd-proxy-stage",
+                        "prod",
+                        "x-dd-proxy-account-id",
+                        "123456789012",
+                        "x-dd-proxy-api-id",
+                        "abcdef123456",
+                        "X-Dd-Proxy-Region",
+                        "us-east-1",
+                        "x-dd-proxy-user",
+                        "apigw-user",
+                        NULL};
+    dd_gateway_t gw;
+    CHECK(parse(kv, &gw) == DD_GW_OK);
+    CHECK(gw.kind == DD_GW_AWS_APIGATEWAY);
+    CHECK(gw.request_time_ms == 1736973768000LL);
+    CHECK_STR(gw.path, "/http-api-path");
+    CHECK_STR(gw.resource_path, "/{Path}");
+    CHECK_STR(gw.method, "POST");
+    CHECK_STR(gw.domain, "id.execute-api.us-east-1.amazonaws.com");
+    CHECK_STR(gw.stage, "prod");
+    CHECK_STR(gw.account_id, "123456789012");
+    CHECK_STR(gw.api_id, "abcdef123456");
+    CHECK_STR(gw.region, "us-east-1");
+    CHECK_STR(gw.user, "apigw-user");
+    CHECK(gw.truncated == 0);
+    CHECK_STR(dd_gateway_span_name(gw.kind), "aws.apigateway");
+    CHECK_STR(dd_gateway_component(gw.kind), "aws-apigateway");
+}
+
+static void test_kinds_and_quotes(void)
+{
+    dd_gateway_t gw;
+    const char *httpapi[] = {"x-dd-proxy", "AWS-HttpApi", "x-dd-proxy-request-time-ms",
+                             "1736973767000", NULL};
+    const char *apim[] = {"x-dd-proxy",
+                          "azure-apim",
+                          "x-dd-proxy-request-time-ms",
+                          "1736973768000",
+                          "x-dd-proxy-region",
+                          "canada central",
+                          NULL};
+    const char *quoted[] = {"x-dd-proxy",
+                            "'aws-apigateway'",
+                            "x-dd-proxy-request-time-ms",
+                            "'1736973768000'",
+                            "x-dd-proxy-region",
+                            "'us-east-1'",
+                            "x-dd-proxy-stage",
+                            "''",
+                            NULL};
+    CHECK(parse(httpapi, &gw) == DD_GW_OK && gw.kind == DD_GW_AWS_HTTPAPI);
+    CHECK_STR(dd_gateway_span_name(DD_GW_AWS_HTTPAPI), "aws.httpapi");
+    CHECK(parse(apim, &gw) == DD_GW_OK && gw.kind == DD_GW_AZURE_APIM);
+    CHECK_STR(gw.region, "canada central");
+    CHECK_STR(dd_gateway_span_name(DD_GW_AZURE_APIM), "azure.apim");
+    CHECK_STR(dd_gateway_component(DD_GW_AZURE_APIM), "azure-apim");
+    CHECK(parse(quoted, &gw) == DD_GW_OK && gw.kind == DD_GW_AWS_APIGATEWAY);
+    CHECK_STR(gw.region, "us-east-1");
+    CHECK(gw.stage == NULL); /* '' is an empty value */
+    CHECK(gw.domain == NULL && gw.method == NULL && gw.path == NULL);
+}
+
+static void test_rejections(void)
+{
+    dd_gateway_t gw;
+    struct {
+        const char *proxy, *time;
+        dd_gw_status_t want;
+    } cases[] = {
+        {NULL, NULL, DD_GW_ABSENT},
+        {NULL, "1736973768000", DD_GW_NO_PROXY},
+        {"", "1736973768000", DD_GW_EMPTY_PROXY},
+        {"''", "1736973768000", DD_GW_EMPTY_PROXY},
+        {"dummy-proxy", "1736973768000", DD_GW_UNKNOWN_PROXY},
+        {"aws-apigateway2", "1736973768000", DD_GW_UNKNOWN_PROXY},
+        {"aws-apigateway, aws-apigateway", "1736973768000", DD_GW_UNKNOWN_PROXY},
+        {"aws-apigateway", NULL, DD_GW_NO_TIME},
+        {"aws-apigateway", "", DD_GW_NO_TIME},
+        {"aws-apigateway", "abc", DD_GW_BAD_TIME},
+        {"aws-apigateway", "1.736973768e12", DD_GW_BAD_TIME},
+        {"aws-apigateway", "1736973768000.5", DD_GW_BAD_TIME},
+        {"aws-apigateway", "-1736973768000", DD_GW_BAD_TIME},
+        {"aws-apigateway", "+1736973768000", DD_GW_BAD_TIME},
+        {"aws-apigateway", "0x1944d0d6a40", DD_GW_BAD_TIME},
+        {"aws-apigateway", "99999999999999999999999", DD_GW_BAD_TIME},
+        {"aws-apigateway", "18446744073709551615", DD_GW_BAD_TIME},
+        {"aws-apigateway", "1736973768000, 1736973768000", DD_GW_BAD_TIME},
+        {"aws-apigateway", "1736970167999", DD_GW_TIME_TOO_OLD}, /* 1 h + 1 ms ago */
+        {"aws-apigateway", "1736970168000", DD_GW_OK},           /* exactly 1 h ago */
+        {"aws-apigateway", "1736974068000", DD_GW_OK},           /* exactly 5 min ahead */
+        {"aws-apigateway", "1736974068001", DD_GW_TIME_IN_FUTURE},
+        {"aws-apigateway", "0", DD_GW_TIME_TOO_OLD},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *kv[6] = {NULL};
+        int n = 0;
+        if (cases[i].proxy) {
+            kv[n++] = "x-dd-proxy";
+            kv[n++] = cases[i].proxy;
+        }
+        if (cases[i].time) {
+            kv[n++] = "x-dd-proxy-request-time-ms";
+            kv[n++] = cases[i].time;
+        }
+        dd_gw_status_t got = parse(kv, &gw);
+        if (got != cases[i].want)
+            fprintf(stderr, "case %zu (%s, %s): got %s\n", i, cases[i].proxy, cases[i].time,
+                    dd_gateway_status_name(got));
+        CHECK(got == cases[i].want);
+    }
+}
+
+static void test_caps(void)
+{
+    dd_gateway_t gw;
+    char *long_path = apr_palloc(pool, 5001), *long_domain = apr_palloc(pool, 2001);
+    memset(long_path, 'p', 5000);
+    long_path[0] = '/';
+    long_path[5000] = '\0';
+    memset(long_domain, 'd', 2000);
+    long_domain[2000] = '\0';
+    const char *kv[] = {"x-dd-proxy",
+                        "aws-apigateway",
+                        "x-dd-proxy-request-time-ms",
+                        "1736973768000",
+                        "x-dd-proxy-path",
+                        long_path,
+                        "x-dd-proxy-domain-name",
+                        long_domain,
+                        "x-dd-proxy-stage",
+                        "st\xff\xfe",
+                        NULL};
+    CHECK(parse(kv, &gw) == DD_GW_OK);
+    CHECK(strlen(gw.path) == 4096);
+    CHECK(strlen(gw.domain) == 1024);
+    CHECK_STR(gw.stage, "st\xef\xbf\xbd\xef\xbf\xbd");
+    CHECK(gw.truncated == 1);
+}
+
+static void test_strip(void)
+{
+    const char *kv[] = {"X-DD-PROXY", "a", "x-dd-proxy-path", "/p", "x-dd-proxy-path",    "/q",
+                        "Host",       "h", "x-dd-proxyish",   "z",  "x-datadog-trace-id", "1",
+                        NULL};
+    apr_table_t *t = headers(kv);
+    dd_gateway_strip(t);
+    CHECK(apr_table_get(t, "x-dd-proxy") == NULL);
+    CHECK(apr_table_get(t, "x-dd-proxy-path") == NULL);
+    CHECK(apr_table_get(t, "x-dd-proxyish") == NULL);
+    CHECK_STR(apr_table_get(t, "host"), "h");
+    CHECK_STR(apr_table_get(t, "x-datadog-trace-id"), "1");
+    CHECK(apr_table_elts(t)->nelts == 2);
+}
+
+int main(void)
+{
+    apr_initialize();
+    apr_pool_create(&pool, NULL);
+    test_full_rest();
+    test_kinds_and_quotes();
+    test_rejections();
+    test_caps();
+    test_strip();
+    apr_pool_destroy(pool);
+    apr_terminate();
+    UNIT_DONE();
+}

@@ -1,0 +1,281 @@
+/* test_trace.c - spans built from a request (+ gateway), sampling, finishing. */
+#include "unit.h"
+#include "dd_trace.h"
+
+#include <math.h>
+#include <apr_general.h>
+#include <apr_strings.h>
+
+static apr_pool_t *pool;
+
+static dd_trace_conf_t conf(void)
+{
+    static apr_array_header_t *tags;
+    dd_trace_conf_t c = {0};
+    if (!tags) {
+        tags = apr_array_make(pool, 1, sizeof(dd_meta_t));
+        dd_meta_t *m = apr_array_push(tags);
+        m->key = "team";
+        m->value = "edge";
+    }
+    c.service = "httpd-svc";
+    c.env = "prod";
+    c.version = "1.2";
+    c.tags = tags;
+    c.trace_id_128 = 1;
+    return c;
+}
+
+static dd_request_info_t request(void)
+{
+    dd_request_info_t r = {0};
+    r.start_ns = 1736973768500000000LL;
+    r.method = "GET";
+    r.scheme = "http";
+    r.host = "api.internal";
+    r.port = 8080;
+    r.path = "/api/users/123";
+    r.user_agent = "curl/8.0";
+    r.client_ip = "10.0.0.1";
+    return r;
+}
+
+static dd_gateway_t gateway(dd_gw_kind_t kind)
+{
+    dd_gateway_t g = {0};
+    g.kind = kind;
+    g.request_time_ms = 1736973768000LL;
+    g.method = "GET";
+    g.path = "/users/123";
+    g.resource_path = "/users/{id}";
+    g.domain = "example.execute-api.us-east-1.amazonaws.com";
+    g.stage = "prod";
+    g.region = "us-east-1";
+    g.account_id = "123456789012";
+    g.api_id = "abc123";
+    g.user = "test-user";
+    return g;
+}
+
+static void test_server_only(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_trace_t *t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    dd_span_t *s = t->server;
+    CHECK(t->inferred == NULL);
+    CHECK(dd_trace_root(t) == s);
+    CHECK_STR(s->name, "httpd.request");
+    CHECK_STR(s->service, "httpd-svc");
+    CHECK_STR(s->resource, "GET /api/users/123");
+    CHECK_STR(s->type, "web");
+    CHECK(s->start == r.start_ns);
+    CHECK(s->parent_id == 0);
+    CHECK(s->trace_id != 0 && s->span_id != 0);
+    CHECK_U64(s->trace_id_high, (uint64_t)1736973768 << 32);
+    CHECK_STR(dd_span_get_meta(s, "_dd.p.tid"), "67881dc800000000");
+    CHECK_STR(dd_span_get_meta(s, "component"), "httpd");
+    CHECK_STR(dd_span_get_meta(s, "span.kind"), "server");
+    CHECK_STR(dd_span_get_meta(s, "http.method"), "GET");
+    CHECK_STR(dd_span_get_meta(s, "http.url"), "http://api.internal:8080/api/users/123");
+    CHECK_STR(dd_span_get_meta(s, "http.useragent"), "curl/8.0");
+    CHECK_STR(dd_span_get_meta(s, "http.client_ip"), "10.0.0.1");
+    CHECK_STR(dd_span_get_meta(s, "env"), "prod");
+    CHECK_STR(dd_span_get_meta(s, "version"), "1.2");
+    CHECK_STR(dd_span_get_meta(s, "team"), "edge");
+    CHECK(dd_span_get_meta(s, "http.route") == NULL);
+
+    dd_trace_finish(t, r.start_ns + 2000000, 404, "404 Not Found", NULL);
+    CHECK(s->duration == 2000000);
+    CHECK(s->error == 0);
+    CHECK_STR(dd_span_get_meta(s, "http.status_code"), "404");
+    CHECK(dd_span_get_meta(s, "error.message") == NULL);
+
+    /* log correlation: 128-bit as 32 hex, span id in decimal */
+    const char *tid = dd_trace_id_string(pool, t);
+    CHECK(strlen(tid) == 32);
+    CHECK(strncmp(tid, "67881dc800000000", 16) == 0);
+    CHECK_STR(dd_span_id_string(pool, t),
+              apr_psprintf(pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)s->span_id));
+    /* default ports are not shown */
+    r.port = 80;
+    t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    CHECK_STR(dd_span_get_meta(t->server, "http.url"), "http://api.internal/api/users/123");
+}
+
+static void test_gateway_spans(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    dd_trace_t *t;
+    dd_span_t *i, *s;
+
+    c.user_tag = 1;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    i = t->inferred;
+    s = t->server;
+    CHECK(i != NULL);
+    if (!i)
+        return;
+    CHECK(dd_trace_root(t) == i);
+    CHECK_STR(i->name, "aws.apigateway");
+    CHECK_STR(i->service, "example.execute-api.us-east-1.amazonaws.com");
+    CHECK_STR(i->resource, "GET /users/{id}");
+    CHECK_STR(i->type, "web");
+    CHECK(i->start == 1736973768000000000LL);
+    CHECK(i->parent_id == 0);
+    CHECK(s->parent_id == i->span_id);
+    CHECK(s->trace_id == i->trace_id);
+    CHECK(i->span_id != s->span_id);
+    CHECK_STR(dd_span_get_meta(i, "component"), "aws-apigateway");
+    CHECK_STR(dd_span_get_meta(i, "span.kind"), "server");
+    CHECK_STR(dd_span_get_meta(i, "http.method"), "GET");
+    CHECK_STR(dd_span_get_meta(i, "http.url"),
+              "https://example.execute-api.us-east-1.amazonaws.com/users/123");
+    CHECK_STR(dd_span_get_meta(i, "http.route"), "/users/{id}");
+    CHECK_STR(dd_span_get_meta(i, "stage"), "prod");
+    CHECK_STR(dd_span_get_meta(i, "region"), "us-east-1");
+    CHECK_STR(dd_span_get_meta(i, "account_id"), "123456789012");
+    CHECK_STR(dd_span_get_meta(i, "apiid"), "abc123");
+    CHECK_STR(dd_span_get_meta(i, "dd_resource_key"),
+              "arn:aws:apigateway:us-east-1::/restapis/abc123");
+    CHECK_STR(dd_span_get_meta(i, "aws_user"), "test-user");
+    CHECK_STR(dd_span_get_meta(i, "http.useragent"), "curl/8.0");
+    CHECK_STR(dd_span_get_meta(i, "env"), "prod");
+    CHECK_STR(dd_span_get_meta(i, "_dd.p.tid"), "67881dc800000000");
+    CHECK(dd_span_get_meta(s, "_dd.p.tid") == NULL); /* only on the chunk root */
+    CHECK_STR(dd_span_get_meta(s, "http.route"), "/users/{id}");
+    double v = 0;
+    CHECK(dd_span_get_metric(i, "_dd.inferred_span", &v) && v == 1);
+    CHECK(!dd_span_get_metric(s, "_dd.inferred_span", &v));
+
+    dd_trace_finish(t, r.start_ns + 1000000, 502, "502 Bad Gateway", "upstream refused");
+    CHECK(s->error == 1 && i->error == 1);
+    CHECK(s->duration == 1000000);
+    CHECK(i->duration == 501000000); /* from the gateway's time to the server span's end */
+    CHECK_STR(dd_span_get_meta(s, "error.message"), "upstream refused");
+    CHECK_STR(dd_span_get_meta(i, "error.message"), "upstream refused");
+    CHECK_STR(dd_span_get_meta(i, "error.type"), dd_span_get_meta(s, "error.type"));
+    CHECK_STR(dd_span_get_meta(i, "http.status_code"), "502");
+
+    /* no user tag unless asked; HTTP API ARN; no ARN for Azure; no ARN without api id */
+    c.user_tag = 0;
+    g = gateway(DD_GW_AWS_HTTPAPI);
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "aws_user") == NULL);
+    CHECK_STR(t->inferred->name, "aws.httpapi");
+    CHECK_STR(dd_span_get_meta(t->inferred, "dd_resource_key"),
+              "arn:aws:apigateway:us-east-1::/apis/abc123");
+    g = gateway(DD_GW_AZURE_APIM);
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK_STR(t->inferred->name, "azure.apim");
+    CHECK(dd_span_get_meta(t->inferred, "dd_resource_key") == NULL);
+    g = gateway(DD_GW_AWS_APIGATEWAY);
+    g.api_id = NULL;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "dd_resource_key") == NULL);
+
+    /* route vs path; no domain -> the configured service; clock ahead -> clamped start */
+    g = gateway(DD_GW_AWS_APIGATEWAY);
+    g.resource_path = NULL;
+    g.domain = NULL;
+    g.request_time_ms = 1736973769000LL; /* 0.5 s after httpd got the request */
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK_STR(t->inferred->resource, "GET /users/123");
+    CHECK_STR(t->inferred->service, "httpd-svc");
+    CHECK(dd_span_get_meta(t->inferred, "http.route") == NULL);
+    CHECK(dd_span_get_meta(t->server, "http.route") == NULL);
+    CHECK(t->inferred->start == r.start_ns);
+    dd_trace_finish(t, r.start_ns + 10, 200, NULL, NULL);
+    CHECK(t->inferred->duration == 10 && t->inferred->error == 0);
+}
+
+static void test_inbound_parent(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    dd_context_t in = {0};
+    in.trace_id_low = 1;
+    in.parent_id = 2;
+    in.priority = 2;
+    in.origin = "rum";
+    dd_trace_t *t = dd_trace_start(pool, &c, &r, &g, &in);
+    CHECK(t->inferred->trace_id == 1 && t->server->trace_id == 1);
+    CHECK(t->inferred->parent_id == 2);
+    CHECK(t->server->parent_id == t->inferred->span_id);
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.origin"), "rum");
+    CHECK(dd_span_get_meta(t->inferred, "_dd.p.tid") == NULL); /* a 64-bit inbound id */
+    CHECK_STR(dd_trace_id_string(pool, t), "1");
+    dd_trace_sample(t, &c, NULL);
+    double v = 0;
+    CHECK(t->priority == 2);
+    CHECK(dd_span_get_metric(t->inferred, "_sampling_priority_v1", &v) && v == 2);
+    CHECK(!dd_span_get_metric(t->server, "_sampling_priority_v1", &v));
+}
+
+static void test_sampling_formula(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_rates_t *rates = dd_rates_create();
+    unsigned rejected = 0;
+    const char *body = "{\"rate_by_service\":{\"service:httpd-svc,env:prod\":0.5,"
+                       "\"service:,env:\":0.1}}";
+    int kept = 0, n = 2000;
+    CHECK(rates && dd_rates_update_json(rates, body, strlen(body), &rejected) == 0);
+    for (int k = 1; k <= n; k++) {
+        dd_context_t in = {0};
+        in.trace_id_low = (uint64_t)k * 0x9E3779B97F4A7C15ULL;
+        in.priority = DD_PRIORITY_UNSET;
+        dd_trace_t *t = dd_trace_start(pool, &c, &r, NULL, &in);
+        dd_trace_sample(t, &c, rates);
+        uint64_t hash = in.trace_id_low * 1111111111111111111ULL;
+        int want = hash <= (uint64_t)(0.5 * 18446744073709551616.0);
+        CHECK(t->priority == want);
+        kept += t->priority;
+        double psr = 0;
+        CHECK(dd_span_get_metric(t->server, "_dd.agent_psr", &psr) && psr == 0.5);
+        CHECK_STR(dd_span_get_meta(t->server, "_dd.p.dm"), want ? "-1" : NULL);
+    }
+    CHECK(kept > n * 4 / 10 && kept < n * 6 / 10);
+    /* no rates at all: rate 1.0, default mechanism */
+    dd_trace_t *t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    dd_trace_sample(t, &c, NULL);
+    CHECK(t->priority == 1);
+    CHECK_STR(dd_span_get_meta(t->server, "_dd.p.dm"), "-0");
+    dd_rates_destroy(rates);
+}
+
+static void test_clean_request(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    char *long_path = apr_palloc(pool, 6001);
+    memset(long_path, 'a', 6000);
+    long_path[0] = '/';
+    long_path[6000] = '\0';
+    r.path = long_path;
+    r.user_agent = "bad\xff";
+    dd_trace_t *t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    CHECK(strlen(t->server->resource) <= 4096);
+    CHECK(strlen(dd_span_get_meta(t->server, "http.url")) <= 4096);
+    CHECK_STR(dd_span_get_meta(t->server, "http.useragent"), "bad\xef\xbf\xbd");
+    double v = 0;
+    CHECK(dd_span_get_metric(t->server, "_dd.proxy.truncated", &v) && v == 1);
+}
+
+int main(void)
+{
+    apr_initialize();
+    apr_pool_create(&pool, NULL);
+    test_server_only();
+    test_gateway_spans();
+    test_inbound_parent();
+    test_sampling_formula();
+    test_clean_request();
+    apr_pool_destroy(pool);
+    apr_terminate();
+    UNIT_DONE();
+}
