@@ -32,7 +32,12 @@
 #include "dd_trace.h"
 #include "dd_util.h"
 
-#ifndef DD_PROXY_VERSION
+/* The build passes the version as a bare token (quotes do not survive apxs and libtool). */
+#define DD_STRINGIFY2(x) #x
+#define DD_STRINGIFY(x) DD_STRINGIFY2(x)
+#ifdef DD_PROXY_VERSION_TOKEN
+#define DD_PROXY_VERSION DD_STRINGIFY(DD_PROXY_VERSION_TOKEN)
+#else
 #define DD_PROXY_VERSION "0.0.0"
 #endif
 

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs (from Debian) what building and testing mod_dd_proxy needs, when it is missing.
+set -euo pipefail
+PACKAGES="apache2 apache2-dev libapr1-dev libaprutil1-dev libjansson-dev libcurl4-openssl-dev
+libmsgpack-dev python3-pytest python3-requests python3-msgpack autoconf automake libtool
+pkg-config make gcc clang curl wrk"
+missing=""
+for p in $PACKAGES; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
+fi
