@@ -9,10 +9,10 @@
 #include <apr_pools.h>
 
 typedef struct {
-    int is_unix;         /* 1 for unix:///path.sock */
-    const char *base;    /* "http://host:port" or "https://host:port", the port always written
-                          * (80/443 when the URL had none); for unix: "http://localhost" */
-    const char *socket;  /* unix socket path, or NULL */
+    int is_unix;        /* 1 for unix:///path.sock */
+    const char *base;   /* "http://host:port" or "https://host:port", the port always written
+                         * (80/443 when the URL had none); for unix: "http://localhost" */
+    const char *socket; /* unix socket path, or NULL */
 } dd_agent_url_t;
 
 /* Parses http://host[:port], https://host[:port] or unix:///absolute/path.sock. A trailing
@@ -41,9 +41,9 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
 void dd_agent_destroy(dd_agent_t *a);
 
 typedef struct {
-    long http_status;    /* 0 when no HTTP answer came */
-    char error[256];     /* "" on success; else what went wrong (curl's message or "HTTP 500") */
-    char *body;          /* the response body (NUL-terminated, capped at 64 KiB), or NULL */
+    long http_status; /* 0 when no HTTP answer came (a cut-off answer keeps its status) */
+    char error[256];  /* "" on success; else what went wrong (curl's message or "HTTP 500") */
+    char *body;       /* the response body (NUL-terminated, capped at 64 KiB), or NULL */
     size_t body_len;
 } dd_agent_result_t;
 
