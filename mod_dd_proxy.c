@@ -22,12 +22,15 @@
 #include <strings.h>
 #include <apr_strings.h>
 #include <apr_atomic.h>
+#include <apr_lib.h>
 
 #include "dd_agent.h"
 #include "dd_flusher.h"
 #include "dd_gateway.h"
+#include "dd_propagation.h"
 #include "dd_queue.h"
 #include "dd_rates.h"
+#include "dd_sampler.h"
 #include "dd_stats.h"
 #include "dd_trace.h"
 #include "dd_util.h"
@@ -53,6 +56,7 @@
 #define MAX_PAYLOAD_BYTES (4 * 1024 * 1024)
 #define SEND_TIMEOUT_MS 2000
 #define STOP_DEADLINE_MS 2000
+#define DEFAULT_RATE_LIMIT 100.0
 
 module AP_MODULE_DECLARE_DATA dd_proxy_module;
 
@@ -61,13 +65,18 @@ module AP_MODULE_DECLARE_DATA dd_proxy_module;
 /* ---------------------------------------------------------------------------------------- */
 
 typedef struct {
-    int inferred;        /* DDInferredProxy, UNSET -> env -> Off */
-    int strip;           /* DDInferredProxyStripHeaders, UNSET -> On */
-    int user_tag;        /* DDInferredProxyUserTag, UNSET -> Off */
-    const char *service; /* DDService, NULL -> env -> "httpd" */
-    const char *env;     /* DDEnv */
-    const char *version; /* DDVersion */
+    int inferred;                     /* DDInferredProxy, UNSET -> env -> Off */
+    int strip;                        /* DDInferredProxyStripHeaders, UNSET -> On */
+    int user_tag;                     /* DDInferredProxyUserTag, UNSET -> Off */
+    const char *service;              /* DDService, NULL -> env -> "httpd" */
+    const char *env;                  /* DDEnv */
+    const char *version;              /* DDVersion */
+    double sample_rate;               /* DDSampleRate, < 0 = unset */
+    dd_rules_t *rules;                /* DDSamplingRules, NULL = unset */
+    const dd_rules_t *resolved_rules; /* rules, then the catch-all; env applied (post_config) */
     /* Global only (main server): */
+    dd_styles_t *styles;     /* DDPropagationStyle */
+    double rate_limit;       /* DDRateLimit, < 0 = unset */
     const char *agent_url;   /* DDAgentURL */
     int flush_ms;            /* DDFlushInterval */
     apr_int64_t queue_items; /* DDQueueLimit */
@@ -76,6 +85,7 @@ typedef struct {
 
 typedef struct {
     int trace;                /* DDTrace, UNSET -> On */
+    int trust;                /* DDTrustInboundContext, UNSET -> On */
     apr_array_header_t *tags; /* DDTag: dd_meta_t, later entries win */
 } dd_dir_conf_t;
 
@@ -85,6 +95,10 @@ static struct {
     apr_array_header_t *tags; /* DD_TAGS */
     int inferred;
     const char *agent_url;
+    dd_styles_t styles; /* DD_TRACE_PROPAGATION_STYLE, else the default */
+    double sample_rate; /* DD_TRACE_SAMPLE_RATE, < 0 = unset */
+    dd_rules_t *rules;  /* DD_TRACE_SAMPLING_RULES */
+    double rate_limit;  /* DD_TRACE_RATE_LIMIT, else 100 */
 } env_conf;
 
 /* Set when any DDTrace On appears, so DDTrace Off at server level can skip all work. */
@@ -97,6 +111,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->inferred = c->strip = c->user_tag = UNSET;
     c->flush_ms = UNSET;
     c->queue_items = c->queue_bytes = UNSET;
+    c->sample_rate = c->rate_limit = -1;
     return c;
 }
 
@@ -116,6 +131,10 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(flush_ms);
     MERGE_INT(queue_items);
     MERGE_INT(queue_bytes);
+    c->sample_rate = add->sample_rate >= 0 ? add->sample_rate : base->sample_rate;
+    c->rate_limit = add->rate_limit >= 0 ? add->rate_limit : base->rate_limit;
+    MERGE_PTR(rules);
+    MERGE_PTR(styles);
     return c;
 }
 
@@ -123,7 +142,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
 {
     dd_dir_conf_t *c = apr_pcalloc(p, sizeof(*c));
     (void)dir;
-    c->trace = UNSET;
+    c->trace = c->trust = UNSET;
     return c;
 }
 
@@ -131,6 +150,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
     dd_dir_conf_t *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
     MERGE_INT(trace);
+    MERGE_INT(trust);
     if (base->tags && add->tags)
         c->tags = apr_array_append(p, base->tags, add->tags);
     else
@@ -273,6 +293,91 @@ static const char *set_tag(cmd_parms *cmd, void *dirv, const char *key, const ch
     return NULL;
 }
 
+static const char *set_trust(cmd_parms *cmd, void *dirv, const char *arg)
+{
+    return parse_on_off(cmd, arg, &((dd_dir_conf_t *)dirv)->trust);
+}
+
+/* A rate in [0, 1] written as a plain decimal number. */
+static int parse_rate(const char *arg, double *out)
+{
+    char *end;
+    double v;
+    if (!*arg)
+        return 0;
+    v = strtod(arg, &end);
+    if (*end || !(v >= 0.0 && v <= 1.0))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static const char *set_sample_rate(cmd_parms *cmd, void *dir, const char *arg)
+{
+    (void)dir;
+    if (!parse_rate(arg, &srv_conf(cmd->server)->sample_rate))
+        return apr_psprintf(cmd->pool, "DDSampleRate: '%s' is not a number in [0, 1]", arg);
+    return NULL;
+}
+
+/* The rest of the line, without one pair of surrounding quotes. */
+static const char *unquote(apr_pool_t *p, const char *arg)
+{
+    size_t n = strlen(arg);
+    while (n && apr_isspace(arg[n - 1]))
+        n--;
+    if (n >= 2 && (arg[0] == '\'' || arg[0] == '"') && arg[n - 1] == arg[0])
+        return apr_pstrmemdup(p, arg + 1, n - 2);
+    return apr_pstrmemdup(p, arg, n);
+}
+
+static const char *set_sampling_rules(cmd_parms *cmd, void *dir, const char *arg)
+{
+    dd_srv_conf_t *c = srv_conf(cmd->server);
+    const char *json = unquote(cmd->pool, arg), *why = NULL;
+    (void)dir;
+    c->rules = dd_rules_parse(cmd->pool, json, &why);
+    if (!c->rules)
+        return apr_psprintf(cmd->pool, "DDSamplingRules: '%s' is not valid: %s", json, why);
+    return NULL;
+}
+
+/* A number of traces per second, >= 0. */
+static int parse_per_second(const char *arg, double *out)
+{
+    char *end;
+    double v = strtod(arg, &end);
+    if (!*arg || *end || !(v >= 0.0 && v <= 1e9))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static const char *set_rate_limit(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dir;
+    if (err)
+        return err;
+    if (!parse_per_second(arg, &srv_conf(cmd->server)->rate_limit))
+        return apr_psprintf(cmd->pool,
+                            "DDRateLimit: '%s' is not a number of traces per second (>= 0)", arg);
+    return NULL;
+}
+
+static const char *set_styles(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY), *why = NULL;
+    dd_styles_t *styles = apr_pcalloc(cmd->pool, sizeof(*styles));
+    (void)dir;
+    if (err)
+        return err;
+    if (dd_styles_parse(cmd->pool, arg, styles, &why) != 0)
+        return apr_psprintf(cmd->pool, "DDPropagationStyle: '%s': %s", arg, why);
+    srv_conf(cmd->server)->styles = styles;
+    return NULL;
+}
+
 #define SRV_FIELD(f) (void *)APR_OFFSETOF(dd_srv_conf_t, f)
 
 static const command_rec dd_cmds[] = {
@@ -296,6 +401,16 @@ static const command_rec dd_cmds[] = {
                   "milliseconds between deliveries to the agent (default 1000)"),
     AP_INIT_TAKE2("DDQueueLimit", set_queue_limit, NULL, RSRC_CONF,
                   "traces bytes: per-process queue bounds (default 4096 16M)"),
+    AP_INIT_TAKE1("DDTrustInboundContext", set_trust, NULL, RSRC_CONF | ACCESS_CONF,
+                  "On|Off: continue the caller's trace from its headers (default On)"),
+    AP_INIT_RAW_ARGS("DDPropagationStyle", set_styles, NULL, RSRC_CONF,
+                     "datadog, tracecontext, b3multi, xray or none (default datadog tracecontext)"),
+    AP_INIT_TAKE1("DDSampleRate", set_sample_rate, NULL, RSRC_CONF,
+                  "0..1: keep this share of traces no rule matched"),
+    AP_INIT_RAW_ARGS("DDSamplingRules", set_sampling_rules, NULL, RSRC_CONF,
+                     "a JSON list of sampling rules"),
+    AP_INIT_TAKE1("DDRateLimit", set_rate_limit, NULL, RSRC_CONF,
+                  "traces per second and process that rules may keep (default 100)"),
     {NULL},
 };
 
@@ -327,10 +442,21 @@ static apr_array_header_t *parse_dd_tags(apr_pool_t *p, const char *s)
     return tags;
 }
 
+/* A bad environment value is reported once at startup (not in the first of httpd's two
+ * configuration passes) and ignored: the default applies. */
+#define ENV_PROBLEM(id, name, value, why)                                                          \
+    do {                                                                                           \
+        if (report)                                                                                \
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,                                          \
+                         DDLOGNO(id) "ignoring %s='%s': %s; the default applies", name, value,     \
+                         why);                                                                     \
+    } while (0)
+
 static void read_env(apr_pool_t *p, server_rec *s)
 {
     const char *v, *why;
     dd_agent_url_t url;
+    int report = ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG;
 
     env_conf.service = env_value("DD_SERVICE");
     env_conf.env = env_value("DD_ENV");
@@ -340,10 +466,28 @@ static void read_env(apr_pool_t *p, server_rec *s)
     env_conf.inferred = v && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0);
     env_conf.agent_url = dd_agent_url_from_env(p);
     if (dd_agent_url_parse(p, env_conf.agent_url, &url, &why) != 0) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     DDLOGNO(1001) "ignoring agent URL '%s' from the environment: %s; using %s",
-                     env_conf.agent_url, why, DEFAULT_AGENT_URL);
+        ENV_PROBLEM(1001, "the agent URL", env_conf.agent_url, why);
         env_conf.agent_url = DEFAULT_AGENT_URL;
+    }
+    dd_styles_default(&env_conf.styles);
+    if ((v = env_value("DD_TRACE_PROPAGATION_STYLE")) &&
+        dd_styles_parse(p, v, &env_conf.styles, &why) != 0) {
+        dd_styles_default(&env_conf.styles);
+        ENV_PROBLEM(1005, "DD_TRACE_PROPAGATION_STYLE", v, why);
+    }
+    env_conf.sample_rate = -1;
+    if ((v = env_value("DD_TRACE_SAMPLE_RATE")) && !parse_rate(v, &env_conf.sample_rate)) {
+        env_conf.sample_rate = -1;
+        ENV_PROBLEM(1006, "DD_TRACE_SAMPLE_RATE", v, "not a number in [0, 1]");
+    }
+    env_conf.rules = NULL;
+    if ((v = env_value("DD_TRACE_SAMPLING_RULES")) &&
+        !(env_conf.rules = dd_rules_parse(p, v, &why)))
+        ENV_PROBLEM(1007, "DD_TRACE_SAMPLING_RULES", v, why);
+    env_conf.rate_limit = DEFAULT_RATE_LIMIT;
+    if ((v = env_value("DD_TRACE_RATE_LIMIT")) && !parse_per_second(v, &env_conf.rate_limit)) {
+        env_conf.rate_limit = DEFAULT_RATE_LIMIT;
+        ENV_PROBLEM(1008, "DD_TRACE_RATE_LIMIT", v, "not a number of traces per second");
     }
 }
 
@@ -354,6 +498,7 @@ static void read_env(apr_pool_t *p, server_rec *s)
 static struct {
     dd_queue_t *queue;
     dd_rates_t *rates;
+    dd_limiter_t *limiter;
     dd_agent_t *agent;
     dd_flusher_t *flusher;
     server_rec *server;
@@ -391,10 +536,12 @@ static void on_agent_error(void *ctx, long http_status, const char *error)
         return;
     if (apr_atomic_cas32(&child.last_error_log, now, last) != last)
         return;
+    char status[32];
+    apr_snprintf(status, sizeof(status), "HTTP %ld", http_status);
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, child.server,
-                 DDLOGNO(1002) "cannot deliver traces to the agent (%s%s%ld); traces dropped "
+                 DDLOGNO(1002) "cannot deliver traces to the agent: %s; traces dropped "
                                "(logged at most once a minute)",
-                 error ? error : "", http_status ? ", HTTP " : ", status ", http_status);
+                 error && *error ? error : status);
 }
 
 static apr_status_t child_cleanup(void *data)
@@ -417,6 +564,7 @@ static apr_status_t child_cleanup(void *data)
 
 static void child_init(apr_pool_t *p, server_rec *s)
 {
+    child.server = s;
     dd_srv_conf_t *c = srv_conf(s);
     const char *url_str = c->agent_url ? c->agent_url : env_conf.agent_url;
     dd_agent_url_t url;
@@ -425,11 +573,12 @@ static void child_init(apr_pool_t *p, server_rec *s)
     dd_flusher_conf_t fc;
     apr_status_t rv;
 
-    child.server = s;
+    dd_agent_global_init();
     child.queue =
         dd_queue_create(c->queue_items != UNSET ? (size_t)c->queue_items : DEFAULT_QUEUE_ITEMS,
                         c->queue_bytes != UNSET ? (size_t)c->queue_bytes : DEFAULT_QUEUE_BYTES);
     child.rates = dd_rates_create();
+    child.limiter = dd_limiter_create(p, c->rate_limit >= 0 ? c->rate_limit : env_conf.rate_limit);
     if (dd_agent_url_parse(p, url_str, &url, &why) != 0)
         dd_agent_url_parse(p, DEFAULT_AGENT_URL, &url, &why);
     container = dd_agent_container_id();
@@ -468,6 +617,12 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     (void)plog;
     (void)ptemp;
     read_env(pconf, s);
+    for (server_rec *v = s; v; v = v->next) {
+        dd_srv_conf_t *c = srv_conf(v);
+        double rate = c->sample_rate >= 0 ? c->sample_rate : env_conf.sample_rate;
+        const dd_rules_t *rules = c->rules ? c->rules : env_conf.rules;
+        c->resolved_rules = rate >= 0 ? dd_rules_add_catch_all(pconf, rules, rate) : rules;
+    }
     ap_add_version_component(pconf, "mod_dd_proxy/" DD_PROXY_VERSION);
     return OK;
 }
@@ -476,10 +631,18 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
 /* Requests                                                                                 */
 /* ---------------------------------------------------------------------------------------- */
 
+/* A request's tracing state, kept in the first request's request_config. */
 typedef struct {
     dd_trace_t *trace;
     const char *trace_id; /* log correlation strings */
     const char *span_id;
+    dd_trace_conf_t tc;
+    dd_request_info_t req;
+    dd_gateway_t gw;
+    int has_gw;
+    dd_extracted_t inbound;
+    int has_inbound;
+    int trusted; /* the trace continues the inbound context */
 } dd_req_state_t;
 
 static dd_dir_conf_t *dir_conf(request_rec *r)
@@ -494,6 +657,12 @@ static request_rec *first_request(request_rec *r)
     return r;
 }
 
+static const dd_styles_t *styles(void)
+{
+    const dd_srv_conf_t *main_conf = child.server ? srv_conf(child.server) : NULL;
+    return main_conf && main_conf->styles ? main_conf->styles : &env_conf.styles;
+}
+
 static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc)
 {
     tc->service = c->service ? c->service : env_conf.service ? env_conf.service : DEFAULT_SERVICE;
@@ -502,6 +671,7 @@ static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc)
     tc->tags = env_conf.tags;
     tc->user_tag = c->user_tag == 1;
     tc->trace_id_128 = 1;
+    tc->rules = c->resolved_rules;
 }
 
 static void log_rejected(request_rec *r, dd_gw_status_t st)
@@ -526,22 +696,40 @@ static void set_correlation(request_rec *r, const dd_req_state_t *st)
     apr_table_setn(r->subprocess_env, "DD_SPAN_ID", st->span_id);
 }
 
+/* (Re)builds the spans, continuing the inbound context when trusted, and decides sampling. */
+static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
+{
+    const dd_context_t *parent = NULL;
+    dd_span_t *root;
+
+    st->trusted = trusted && st->has_inbound;
+    if (st->trusted)
+        parent = &st->inbound.ctx;
+    st->trace = dd_trace_start(r->pool, &st->tc, &st->req, st->has_gw ? &st->gw : NULL, parent);
+    root = dd_trace_root(st->trace);
+    if (st->trusted && st->inbound.propagation_error)
+        dd_span_set_meta(root, "_dd.propagation_error", st->inbound.propagation_error);
+    if (st->trusted && st->inbound.w3c_parent)
+        dd_span_set_meta(root, "_dd.parent_id", st->inbound.w3c_parent);
+    dd_trace_sample(st->trace, &st->tc, child.limiter, child.rates, dd_now_ns());
+    st->trace_id = dd_trace_id_string(r->pool, st->trace);
+    st->span_id = dd_span_id_string(r->pool, st->trace);
+}
+
 static int post_read_request(request_rec *r)
 {
     dd_srv_conf_t *c = srv_conf(r->server);
     dd_dir_conf_t *d = dir_conf(r);
-    dd_gateway_t gw;
     dd_gw_status_t gst = DD_GW_ABSENT;
-    dd_trace_conf_t tc;
-    dd_request_info_t req;
     dd_req_state_t *st;
     int inferred = c->inferred != UNSET ? c->inferred : env_conf.inferred;
 
     if (r->main || r->prev)
         return DECLINED; /* subrequests and internal redirects belong to the first request */
 
+    st = apr_pcalloc(r->pool, sizeof(*st));
     if (inferred) {
-        gst = dd_gateway_parse(r->pool, r->headers_in, apr_time_as_msec(r->request_time), &gw);
+        gst = dd_gateway_parse(r->pool, r->headers_in, apr_time_as_msec(r->request_time), &st->gw);
         if (c->strip != 0)
             dd_gateway_strip(r->headers_in);
     }
@@ -552,46 +740,62 @@ static int post_read_request(request_rec *r)
         dd_stats_add(&stats->inferred_spans, 1);
     else if (gst != DD_GW_ABSENT)
         log_rejected(r, gst);
+    st->has_gw = gst == DD_GW_OK;
+    st->has_inbound = dd_extract(r->pool, r->headers_in, styles(), &st->inbound);
 
-    resolve_trace_conf(c, &tc);
-    req.start_ns = (int64_t)r->request_time * 1000;
-    req.method = r->method;
-    req.scheme = ap_http_scheme(r);
-    req.host = r->hostname ? r->hostname : r->server->server_hostname;
-    req.port = ap_get_server_port(r);
-    req.path = r->parsed_uri.path ? r->parsed_uri.path : r->uri;
-    req.user_agent = apr_table_get(r->headers_in, "User-Agent");
-    req.client_ip = r->useragent_ip;
+    resolve_trace_conf(c, &st->tc);
+    st->req.start_ns = (int64_t)r->request_time * 1000;
+    st->req.method = r->method;
+    st->req.scheme = ap_http_scheme(r);
+    st->req.host = r->hostname ? r->hostname : r->server->server_hostname;
+    st->req.port = ap_get_server_port(r);
+    st->req.path = r->parsed_uri.path ? r->parsed_uri.path : r->uri;
+    st->req.user_agent = apr_table_get(r->headers_in, "User-Agent");
+    st->req.client_ip = r->useragent_ip;
 
-    st = apr_palloc(r->pool, sizeof(*st));
-    st->trace = dd_trace_start(r->pool, &tc, &req, gst == DD_GW_OK ? &gw : NULL, NULL);
-    dd_trace_sample(st->trace, &tc, child.rates);
-    st->trace_id = dd_trace_id_string(r->pool, st->trace);
-    st->span_id = dd_span_id_string(r->pool, st->trace);
+    /* Per-directory trust is known only in fixups; the server's says what to start with. */
+    build_trace(r, st, d->trust != 0);
     ap_set_module_config(r->request_config, &dd_proxy_module, st);
     set_correlation(r, st);
     return DECLINED;
 }
 
-/* The request that runs may be an internal redirect with its own notes and environment. */
+static void clear_correlation(request_rec *r)
+{
+    for (request_rec *q = r; q; q = q->prev) {
+        apr_table_unset(q->notes, "dd.trace_id");
+        apr_table_unset(q->notes, "dd.span_id");
+        apr_table_unset(q->subprocess_env, "DD_TRACE_ID");
+        apr_table_unset(q->subprocess_env, "DD_SPAN_ID");
+    }
+}
+
+/* The per-directory configuration is known now: apply its trust setting, then inject the
+ * context so mod_proxy (a handler) forwards our span as the parent. The request that runs may
+ * be an internal redirect with its own notes and environment. */
 static int fixups(request_rec *r)
 {
     request_rec *first = first_request(r->main ? r->main : r);
     dd_req_state_t *st = ap_get_module_config(first->request_config, &dd_proxy_module);
+    dd_dir_conf_t *d;
+    dd_inject_t in;
+
     if (!st || r->main)
         return DECLINED;
-    if (dir_conf(r)->trace == 0) {
-        /* DDTrace Off here: no trace will be sent, so leave no ids that point nowhere */
-        for (request_rec *q = r; q; q = q->prev) {
-            apr_table_unset(q->notes, "dd.trace_id");
-            apr_table_unset(q->notes, "dd.span_id");
-            apr_table_unset(q->subprocess_env, "DD_TRACE_ID");
-            apr_table_unset(q->subprocess_env, "DD_SPAN_ID");
-        }
+    d = dir_conf(r);
+    if (d->trace == 0) {
+        clear_correlation(r); /* no trace will be sent: leave no ids that point nowhere */
         return DECLINED;
+    }
+    if (st->has_inbound && st->trusted != (d->trust != 0)) {
+        build_trace(first, st, d->trust != 0);
+        set_correlation(first, st);
     }
     if (r != first)
         set_correlation(r, st);
+    dd_trace_inject_input(st->trace, st->trusted ? st->inbound.tracestate : NULL, &in);
+    if (dd_inject(r->pool, r->headers_in, styles(), &in))
+        dd_span_set_meta(dd_trace_root(st->trace), "_dd.propagation_error", "inject_max_size");
     return DECLINED;
 }
 

@@ -9,12 +9,8 @@
 #include "dd_encode.h"
 #include "dd_util.h"
 
-#include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 #include <apr_strings.h>
-
-#define KNUTH_FACTOR 1111111111111111111ULL
 
 static const char *clean(apr_pool_t *p, const char *s, size_t cap, int *truncated)
 {
@@ -193,36 +189,60 @@ dd_span_t *dd_trace_root(const dd_trace_t *t)
     return t->inferred ? t->inferred : t->server;
 }
 
-/* The keep test every Datadog tracer uses, so that all services sampling the same trace id at
- * the same rate agree: (id * 1111111111111111111) mod 2^64 <= rate * 2^64. */
-static int knuth_keep(uint64_t trace_id_low, double rate)
-{
-    uint64_t threshold;
-    if (rate >= 1.0)
-        return 1;
-    if (!(rate > 0.0))
-        threshold = 0;
-    else
-        threshold = (uint64_t)(rate * 18446744073709551616.0);
-    return trace_id_low * KNUTH_FACTOR <= threshold;
-}
-
-void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_rates_t *rates)
+void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *limiter,
+                     dd_rates_t *rates, int64_t now_ns)
 {
     dd_span_t *root = dd_trace_root(t);
-    double rate = 1.0;
-    int from_agent = 0;
+    dd_sample_input_t in;
+    dd_decision_t d;
 
     if (t->parent.priority != DD_PRIORITY_UNSET) {
         t->priority = t->parent.priority; /* decided upstream: honoured as is */
-    } else {
-        from_agent = rates && dd_rates_lookup(rates, root->service, conf->env, &rate);
-        t->priority = knuth_keep(root->trace_id, rate) ? 1 : 0;
-        dd_span_set_metric(root, "_dd.agent_psr", rate);
-        if (t->priority > 0)
-            dd_span_set_meta(root, "_dd.p.dm", from_agent ? "-1" : "-0");
+        dd_span_set_metric(root, "_sampling_priority_v1", t->priority);
+        return;
     }
-    dd_span_set_metric(root, "_sampling_priority_v1", t->priority);
+    in.service = root->service;
+    in.name = root->name;
+    in.resource = root->resource;
+    in.meta = root->meta;
+    in.env = conf->env;
+    in.trace_id_low = root->trace_id;
+    dd_sample(conf->rules, limiter, rates, &in, now_ns, &d);
+
+    t->priority = d.priority;
+    dd_span_set_metric(root, "_sampling_priority_v1", d.priority);
+    if (d.mechanism == 3) {
+        dd_span_set_metric(root, "_dd.rule_psr", d.rate);
+        if (d.limiter_used)
+            dd_span_set_metric(root, "_dd.limit_psr", d.limit_psr);
+    } else {
+        dd_span_set_metric(root, "_dd.agent_psr", d.rate);
+    }
+    /* The decision maker is propagated only with a keep, as Datadog tracers do. */
+    if (d.priority > 0)
+        dd_span_set_meta(root, "_dd.p.dm",
+                         d.mechanism == 3   ? "-3"
+                         : d.mechanism == 1 ? "-1"
+                                            : "-0");
+}
+
+void dd_trace_inject_input(const dd_trace_t *t, const char *tracestate, dd_inject_t *out)
+{
+    const dd_span_t *root = dd_trace_root(t);
+    const dd_meta_t *m = (const dd_meta_t *)root->meta->elts;
+    apr_array_header_t *tags = apr_array_make(t->pool, 4, sizeof(dd_meta_t));
+
+    for (int i = 0; i < root->meta->nelts; i++) {
+        if (strncmp(m[i].key, "_dd.p.", 6) == 0 && strcmp(m[i].key, "_dd.p.tid") != 0)
+            *(dd_meta_t *)apr_array_push(tags) = m[i];
+    }
+    out->trace_id_high = t->server->trace_id_high;
+    out->trace_id_low = t->server->trace_id;
+    out->span_id = t->server->span_id;
+    out->priority = t->priority;
+    out->origin = t->parent.origin;
+    out->tags = tags;
+    out->tracestate = tracestate;
 }
 
 void dd_trace_finish(dd_trace_t *t, int64_t end_ns, int status, const char *status_line,

@@ -14,7 +14,9 @@
 #include "dd_span.h"
 #include "dd_gateway.h"
 #include "dd_context.h"
+#include "dd_propagation.h"
 #include "dd_rates.h"
+#include "dd_sampler.h"
 
 /* What the configuration says, resolved (directive, else environment, else default). */
 typedef struct {
@@ -24,6 +26,7 @@ typedef struct {
     const apr_array_header_t *tags; /* dd_meta_t from DDTag / DD_TAGS, may be NULL */
     int user_tag;                   /* DDInferredProxyUserTag */
     int trace_id_128;               /* generate 128-bit trace ids */
+    const dd_rules_t *rules;        /* sampling rules incl. the DDSampleRate catch-all, or NULL */
 } dd_trace_conf_t;
 
 /* The facts about the request httpd read. */
@@ -50,9 +53,15 @@ typedef struct {
 dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_request_info_t *req,
                            const dd_gateway_t *gw, const dd_context_t *parent);
 
-/* Makes the sampling decision for the local root (inbound priority, else the agent's rate
- * for the root's service and env, else 1.0) and records it on the root. rates may be NULL. */
-void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_rates_t *rates);
+/* Makes the sampling decision for the local root and records it there (CONTRACT §5): an
+ * inbound priority is kept as is; else conf->rules (a keep must pass the limiter), else the
+ * agent's rate for the root's service and env, else 1.0. limiter and rates may be NULL. */
+void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *limiter,
+                     dd_rates_t *rates, int64_t now_ns);
+
+/* What to inject downstream: this trace with the server span as the parent. tracestate is the
+ * inbound one's other members (may be NULL). */
+void dd_trace_inject_input(const dd_trace_t *t, const char *tracestate, dd_inject_t *out);
 
 /* Ends the trace at end_ns with the final HTTP status. status_line and error_notes may be
  * NULL; the error message is error_notes when given, else the status line. */

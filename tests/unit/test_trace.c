@@ -208,7 +208,7 @@ static void test_inbound_parent(void)
     CHECK_STR(dd_span_get_meta(t->inferred, "_dd.origin"), "rum");
     CHECK(dd_span_get_meta(t->inferred, "_dd.p.tid") == NULL); /* a 64-bit inbound id */
     CHECK_STR(dd_trace_id_string(pool, t), "1");
-    dd_trace_sample(t, &c, NULL);
+    dd_trace_sample(t, &c, NULL, NULL, 0);
     double v = 0;
     CHECK(t->priority == 2);
     CHECK(dd_span_get_metric(t->inferred, "_sampling_priority_v1", &v) && v == 2);
@@ -230,7 +230,7 @@ static void test_sampling_formula(void)
         in.trace_id_low = (uint64_t)k * 0x9E3779B97F4A7C15ULL;
         in.priority = DD_PRIORITY_UNSET;
         dd_trace_t *t = dd_trace_start(pool, &c, &r, NULL, &in);
-        dd_trace_sample(t, &c, rates);
+        dd_trace_sample(t, &c, NULL, rates, 0);
         uint64_t hash = in.trace_id_low * 1111111111111111111ULL;
         int want = hash <= (uint64_t)(0.5 * 18446744073709551616.0);
         CHECK(t->priority == want);
@@ -242,10 +242,51 @@ static void test_sampling_formula(void)
     CHECK(kept > n * 4 / 10 && kept < n * 6 / 10);
     /* no rates at all: rate 1.0, default mechanism */
     dd_trace_t *t = dd_trace_start(pool, &c, &r, NULL, NULL);
-    dd_trace_sample(t, &c, NULL);
+    dd_trace_sample(t, &c, NULL, NULL, 0);
     CHECK(t->priority == 1);
     CHECK_STR(dd_span_get_meta(t->server, "_dd.p.dm"), "-0");
     dd_rates_destroy(rates);
+}
+
+static void test_rules_at_the_gateway(void)
+{
+    /* A rule naming the gateway's service applies to traces that came through it: the
+     * inferred span is the local root the rules see. */
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    const char *err = NULL;
+    dd_rules_t *rules =
+        dd_rules_parse(pool,
+                       "[{\"service\":\"httpd-svc\",\"sample_rate\":0},"
+                       "{\"service\":\"*.execute-api.*.amazonaws.com\",\"sample_rate\":1}]",
+                       &err);
+    double v = 0;
+    CHECK(rules != NULL);
+    c.rules = rules;
+    dd_trace_t *t = dd_trace_start(pool, &c, &r, &g, NULL);
+    dd_trace_sample(t, &c, NULL, NULL, r.start_ns);
+    CHECK(t->priority == 2);
+    CHECK(dd_span_get_metric(t->inferred, "_dd.rule_psr", &v) && v == 1);
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.p.dm"), "-3");
+    CHECK(!dd_span_get_metric(t->server, "_sampling_priority_v1", &v));
+    /* without a gateway the httpd service's rule (rate 0) applies */
+    t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    dd_trace_sample(t, &c, NULL, NULL, r.start_ns);
+    CHECK(t->priority == -1);
+    CHECK(dd_span_get_metric(t->server, "_dd.rule_psr", &v) && v == 0);
+    CHECK(dd_span_get_meta(t->server, "_dd.p.dm") == NULL);
+
+    /* what goes downstream: ids, priority and the _dd.p.* tags, never _dd.p.tid */
+    dd_inject_t in;
+    dd_trace_inject_input(t, "vendor=x", &in);
+    CHECK_U64(in.trace_id_low, t->server->trace_id);
+    CHECK_U64(in.trace_id_high, t->server->trace_id_high);
+    CHECK_U64(in.span_id, t->server->span_id);
+    CHECK(in.priority == -1);
+    CHECK_STR(in.tracestate, "vendor=x");
+    for (int i = 0; i < in.tags->nelts; i++)
+        CHECK(strcmp(((const dd_meta_t *)in.tags->elts)[i].key, "_dd.p.tid") != 0);
 }
 
 static void test_clean_request(void)
@@ -274,6 +315,7 @@ int main(void)
     test_gateway_spans();
     test_inbound_parent();
     test_sampling_formula();
+    test_rules_at_the_gateway();
     test_clean_request();
     apr_pool_destroy(pool);
     apr_terminate();
