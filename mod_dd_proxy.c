@@ -16,6 +16,7 @@
 #include "http_request.h"
 #include "ap_mpm.h"
 #include "ap_release.h"
+#include "mod_status.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include <apr_strings.h>
 #include <apr_atomic.h>
 #include <apr_lib.h>
+#include <apr_shm.h>
 
 #include "dd_agent.h"
 #include "dd_flusher.h"
@@ -65,14 +67,15 @@ module AP_MODULE_DECLARE_DATA dd_proxy_module;
 /* ---------------------------------------------------------------------------------------- */
 
 typedef struct {
-    int inferred;                     /* DDInferredProxy, UNSET -> env -> Off */
-    int strip;                        /* DDInferredProxyStripHeaders, UNSET -> On */
-    int user_tag;                     /* DDInferredProxyUserTag, UNSET -> Off */
-    const char *service;              /* DDService, NULL -> env -> "httpd" */
-    const char *env;                  /* DDEnv */
-    const char *version;              /* DDVersion */
-    double sample_rate;               /* DDSampleRate, < 0 = unset */
-    dd_rules_t *rules;                /* DDSamplingRules, NULL = unset */
+    int inferred;                /* DDInferredProxy, UNSET -> env -> Off */
+    int strip;                   /* DDInferredProxyStripHeaders, UNSET -> On */
+    int user_tag;                /* DDInferredProxyUserTag, UNSET -> Off */
+    const char *service;         /* DDService, NULL -> env -> "httpd" */
+    const char *env;             /* DDEnv */
+    const char *version;         /* DDVersion */
+    apr_array_header_t *trusted; /* DDInferredProxyTrustedNetworks: apr_ipsubnet_t *, NULL = any */
+    double sample_rate;          /* DDSampleRate, < 0 = unset */
+    dd_rules_t *rules;           /* DDSamplingRules, NULL = unset */
     const dd_rules_t *resolved_rules; /* rules, then the catch-all; env applied (post_config) */
     /* Global only (main server): */
     dd_styles_t *styles;     /* DDPropagationStyle */
@@ -135,6 +138,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     c->rate_limit = add->rate_limit >= 0 ? add->rate_limit : base->rate_limit;
     MERGE_PTR(rules);
     MERGE_PTR(styles);
+    MERGE_PTR(trusted);
     return c;
 }
 
@@ -378,6 +382,33 @@ static const char *set_styles(cmd_parms *cmd, void *dir, const char *arg)
     return NULL;
 }
 
+/* DDInferredProxyTrustedNetworks cidr...: IPv4/IPv6 networks (or single addresses) whose TCP
+ * peers may make gateway spans; "any" allows everyone (the default). */
+static const char *add_trusted(cmd_parms *cmd, void *dir, const char *arg)
+{
+    dd_srv_conf_t *c = srv_conf(cmd->server);
+    char *ip = apr_pstrdup(cmd->pool, arg), *slash = strchr(ip, '/');
+    apr_ipsubnet_t *net;
+    apr_status_t rv;
+    (void)dir;
+    if (strcasecmp(arg, "any") == 0) {
+        c->trusted = NULL;
+        return NULL;
+    }
+    if (slash)
+        *slash++ = '\0';
+    rv = apr_ipsubnet_create(&net, ip, slash, cmd->pool);
+    if (rv != APR_SUCCESS || (slash && !*slash))
+        return apr_psprintf(cmd->pool,
+                            "DDInferredProxyTrustedNetworks: '%s' is not an IP address or a "
+                            "network in CIDR notation (10.0.0.0/8, 2001:db8::/32) or 'any'",
+                            arg);
+    if (!c->trusted)
+        c->trusted = apr_array_make(cmd->pool, 4, sizeof(apr_ipsubnet_t *));
+    *(apr_ipsubnet_t **)apr_array_push(c->trusted) = net;
+    return NULL;
+}
+
 #define SRV_FIELD(f) (void *)APR_OFFSETOF(dd_srv_conf_t, f)
 
 static const command_rec dd_cmds[] = {
@@ -401,6 +432,8 @@ static const command_rec dd_cmds[] = {
                   "milliseconds between deliveries to the agent (default 1000)"),
     AP_INIT_TAKE2("DDQueueLimit", set_queue_limit, NULL, RSRC_CONF,
                   "traces bytes: per-process queue bounds (default 4096 16M)"),
+    AP_INIT_ITERATE("DDInferredProxyTrustedNetworks", add_trusted, NULL, RSRC_CONF,
+                    "networks (CIDR) of the gateways allowed to make gateway spans (default any)"),
     AP_INIT_TAKE1("DDTrustInboundContext", set_trust, NULL, RSRC_CONF | ACCESS_CONF,
                   "On|Off: continue the caller's trace from its headers (default On)"),
     AP_INIT_RAW_ARGS("DDPropagationStyle", set_styles, NULL, RSRC_CONF,
@@ -506,8 +539,31 @@ static struct {
     apr_uint32_t last_reject_log;
 } child;
 
+/* The counters live in anonymous shared memory made once, before the first children fork, and
+ * kept across graceful restarts (ap_retained_data), so every child adds to the same numbers.
+ * Until then (or if shared memory is refused) they count in this process only. */
 static dd_stats_t process_stats;
 static dd_stats_t *stats = &process_stats;
+
+static void attach_shared_stats(server_rec *s)
+{
+    apr_shm_t **shm = ap_retained_data_get("mod_dd_proxy_stats");
+    apr_status_t rv;
+    if (!shm) {
+        shm = ap_retained_data_create("mod_dd_proxy_stats", sizeof(*shm));
+        rv = apr_shm_create(shm, sizeof(dd_stats_t), NULL, s->process->pool);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                         DDLOGNO(1020) "cannot create shared memory for the counters; each "
+                                       "process will count on its own");
+            *shm = NULL;
+            return;
+        }
+        memset(apr_shm_baseaddr_get(*shm), 0, sizeof(dd_stats_t));
+    }
+    if (*shm)
+        stats = apr_shm_baseaddr_get(*shm);
+}
 
 static int agent_send(void *ctx, const char *payload, size_t len, size_t ntraces, long timeout_ms,
                       long *http_status, const char **error, const char **body, size_t *body_len)
@@ -531,13 +587,14 @@ static void on_agent_error(void *ctx, long http_status, const char *error)
 {
     apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
     apr_uint32_t last = apr_atomic_read32(&child.last_error_log);
+    char status[32];
     (void)ctx;
+    apr_snprintf(status, sizeof(status), "HTTP %ld", http_status);
+    dd_stats_set_error_text(stats, error && *error ? error : status);
     if (last && now - last < 60)
         return;
     if (apr_atomic_cas32(&child.last_error_log, now, last) != last)
         return;
-    char status[32];
-    apr_snprintf(status, sizeof(status), "HTTP %ld", http_status);
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, child.server,
                  DDLOGNO(1002) "cannot deliver traces to the agent: %s; traces dropped "
                                "(logged at most once a minute)",
@@ -617,6 +674,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     (void)plog;
     (void)ptemp;
     read_env(pconf, s);
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG)
+        attach_shared_stats(s);
     for (server_rec *v = s; v; v = v->next) {
         dd_srv_conf_t *c = srv_conf(v);
         double rate = c->sample_rate >= 0 ? c->sample_rate : env_conf.sample_rate;
@@ -716,6 +775,19 @@ static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
     st->span_id = dd_span_id_string(r->pool, st->trace);
 }
 
+/* The TCP peer, never a forwarded-for header: that is what a gateway cannot fake. */
+static int peer_trusted(const dd_srv_conf_t *c, request_rec *r)
+{
+    apr_ipsubnet_t **nets;
+    if (!c->trusted)
+        return 1;
+    nets = (apr_ipsubnet_t **)c->trusted->elts;
+    for (int i = 0; i < c->trusted->nelts; i++)
+        if (apr_ipsubnet_test(nets[i], r->connection->client_addr))
+            return 1;
+    return 0;
+}
+
 static int post_read_request(request_rec *r)
 {
     dd_srv_conf_t *c = srv_conf(r->server);
@@ -730,6 +802,8 @@ static int post_read_request(request_rec *r)
     st = apr_pcalloc(r->pool, sizeof(*st));
     if (inferred) {
         gst = dd_gateway_parse(r->pool, r->headers_in, apr_time_as_msec(r->request_time), &st->gw);
+        if (gst == DD_GW_OK && !peer_trusted(c, r))
+            gst = DD_GW_UNTRUSTED_PEER;
         if (c->strip != 0)
             dd_gateway_strip(r->headers_in);
     }
@@ -851,9 +925,82 @@ static int log_transaction(request_rec *r)
     return DECLINED;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* The module's own counters: mod_status and SetHandler dd-proxy-status                      */
+/* ---------------------------------------------------------------------------------------- */
+
+static int status_hook(request_rec *r, int flags)
+{
+    char text[sizeof(stats->last_agent_error)];
+    apr_int64_t when = atomic_load_explicit(&stats->last_agent_error_time, memory_order_relaxed);
+    struct {
+        const char *name;
+        atomic_uint_fast64_t *c;
+    } rows[] = {
+        {"RequestsTraced", &stats->requests_traced},
+        {"InferredSpans", &stats->inferred_spans},
+        {"ChunksQueued", &stats->chunks_queued},
+        {"ChunksSent", &stats->chunks_sent},
+        {"PayloadsSent", &stats->payloads_sent},
+        {"BytesSent", &stats->bytes_sent},
+        {"AgentErrors", &stats->agent_errors},
+        {"AgentRatesRejected", &stats->agent_rates_rejected},
+    };
+    const char *row_fmt = (flags & AP_STATUS_SHORT) ? "DDProxy%s: %" APR_UINT64_T_FMT "\n"
+                                                    : "<tr><td>%s</td><td>%" APR_UINT64_T_FMT
+                                                      "</td></tr>\n";
+    dd_stats_get_error_text(stats, text, sizeof(text));
+
+    if (!(flags & AP_STATUS_SHORT))
+        ap_rputs("<hr />\n<h2>mod_dd_proxy</h2>\n<table>\n", r);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        ap_rprintf(r, row_fmt, rows[i].name, (apr_uint64_t)dd_stats_get(rows[i].c));
+    for (int i = DD_GW_NO_PROXY; i < DD_GW_STATUS_COUNT; i++)
+        ap_rprintf(r, row_fmt,
+                   apr_pstrcat(r->pool, "GatewayRejected_",
+                               dd_gateway_status_name((dd_gw_status_t)i), NULL),
+                   (apr_uint64_t)dd_stats_get(&stats->gateway_rejected[i]));
+    for (int i = 0; i < DD_DROP_REASON_COUNT; i++)
+        ap_rprintf(
+            r, row_fmt,
+            apr_pstrcat(r->pool, "ChunksDropped_", dd_drop_reason_name((dd_drop_reason_t)i), NULL),
+            (apr_uint64_t)dd_stats_get(&stats->chunks_dropped[i]));
+    if (flags & AP_STATUS_SHORT) {
+        ap_rprintf(r, "DDProxyLastAgentErrorTime: %" APR_INT64_T_FMT "\n", when);
+        return OK;
+    }
+    ap_rprintf(
+        r, "<tr><td>LastAgentError</td><td>%s</td></tr>\n</table>\n",
+        when ? ap_escape_html(r->pool, apr_psprintf(r->pool, "%s at %s", text,
+                                                    ap_ht_time(r->pool, apr_time_from_sec(when),
+                                                               "%Y-%m-%dT%H:%M:%SZ", 1)))
+             : "none");
+    return OK;
+}
+
+static int status_handler(request_rec *r)
+{
+    char *json;
+    if (!r->handler || strcmp(r->handler, "dd-proxy-status") != 0)
+        return DECLINED;
+    if (r->method_number != M_GET)
+        return HTTP_METHOD_NOT_ALLOWED;
+    json = dd_stats_to_json(stats);
+    if (!json)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    ap_set_content_type(r, "application/json");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    ap_rputs(json, r);
+    ap_rputs("\n", r);
+    free(json);
+    return OK;
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     (void)p;
+    APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_read_request(post_read_request, NULL, NULL, APR_HOOK_FIRST);

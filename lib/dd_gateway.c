@@ -35,6 +35,7 @@ static const char *const status_names[DD_GW_STATUS_COUNT] = {
     [DD_GW_BAD_TIME] = "bad_time",
     [DD_GW_TIME_TOO_OLD] = "time_too_old",
     [DD_GW_TIME_IN_FUTURE] = "time_in_future",
+    [DD_GW_UNTRUSTED_PEER] = "untrusted_peer",
 };
 
 const char *dd_gateway_span_name(dd_gw_kind_t kind)

@@ -28,6 +28,7 @@ typedef enum {
     DD_GW_BAD_TIME,       /* not a plain decimal number of milliseconds */
     DD_GW_TIME_TOO_OLD,   /* more than DD_GW_MAX_AGE_MS before the server's clock */
     DD_GW_TIME_IN_FUTURE, /* more than DD_GW_MAX_AHEAD_MS after the server's clock */
+    DD_GW_UNTRUSTED_PEER, /* the TCP peer is outside DDInferredProxyTrustedNetworks (glue) */
     DD_GW_STATUS_COUNT
 } dd_gw_status_t;
 

@@ -2,6 +2,9 @@
  * them. The counters themselves are plain atomics in dd_stats.h. */
 #include "dd_stats.h"
 
+#include <string.h>
+#include <jansson.h>
+
 const char *dd_drop_reason_name(dd_drop_reason_t r)
 {
     switch (r) {
@@ -15,4 +18,74 @@ const char *dd_drop_reason_name(dd_drop_reason_t r)
         break;
     }
     return "unknown";
+}
+
+void dd_stats_set_error_text(dd_stats_t *s, const char *text)
+{
+    if (atomic_flag_test_and_set_explicit(&s->last_agent_error_lock, memory_order_acquire))
+        return;
+    strncpy(s->last_agent_error, text ? text : "", sizeof(s->last_agent_error) - 1);
+    s->last_agent_error[sizeof(s->last_agent_error) - 1] = '\0';
+    atomic_flag_clear_explicit(&s->last_agent_error_lock, memory_order_release);
+}
+
+void dd_stats_get_error_text(dd_stats_t *s, char *out, size_t n)
+{
+    out[0] = '\0';
+    if (atomic_flag_test_and_set_explicit(&s->last_agent_error_lock, memory_order_acquire))
+        return;
+    strncpy(out, s->last_agent_error, n - 1);
+    out[n - 1] = '\0';
+    atomic_flag_clear_explicit(&s->last_agent_error_lock, memory_order_release);
+}
+
+static int put_u64(json_t *obj, const char *key, atomic_uint_fast64_t *c)
+{
+    /* json_int_t is signed 64-bit: counters will not pass 2^63 in this universe. */
+    return json_object_set_new(obj, key, json_integer((json_int_t)dd_stats_get(c)));
+}
+
+char *dd_stats_to_json(dd_stats_t *s)
+{
+    json_t *o = json_object(), *rej = json_object(), *drop = json_object(), *last = json_object();
+    char text[sizeof(s->last_agent_error)];
+    char *out = NULL;
+    int bad = !o || !rej || !drop || !last;
+
+    for (int i = 0; !bad && i < DD_GW_STATUS_COUNT; i++) {
+        if (i == DD_GW_OK || i == DD_GW_ABSENT)
+            continue; /* not rejections */
+        bad |= put_u64(rej, dd_gateway_status_name((dd_gw_status_t)i), &s->gateway_rejected[i]);
+    }
+    for (int i = 0; !bad && i < DD_DROP_REASON_COUNT; i++)
+        bad |= put_u64(drop, dd_drop_reason_name((dd_drop_reason_t)i), &s->chunks_dropped[i]);
+    dd_stats_get_error_text(s, text, sizeof(text));
+    if (!bad) {
+        bad |= put_u64(o, "requests_traced", &s->requests_traced);
+        bad |= put_u64(o, "inferred_spans", &s->inferred_spans);
+        bad |= json_object_set(o, "gateway_headers_rejected", rej);
+        bad |= put_u64(o, "chunks_queued", &s->chunks_queued);
+        bad |= json_object_set(o, "chunks_dropped", drop);
+        bad |= put_u64(o, "chunks_sent", &s->chunks_sent);
+        bad |= put_u64(o, "payloads_sent", &s->payloads_sent);
+        bad |= put_u64(o, "bytes_sent", &s->bytes_sent);
+        bad |= put_u64(o, "agent_errors", &s->agent_errors);
+        bad |= put_u64(o, "agent_rates_rejected", &s->agent_rates_rejected);
+        bad |= json_object_set_new(last, "time",
+                                   json_integer((json_int_t)atomic_load_explicit(
+                                       &s->last_agent_error_time, memory_order_relaxed)));
+        bad |= json_object_set_new(
+            last, "http_status",
+            json_integer(atomic_load_explicit(&s->last_agent_error_status, memory_order_relaxed)));
+        json_t *msg = json_string(text); /* NULL for invalid UTF-8: say nothing then */
+        bad |= json_object_set_new(last, "message", msg ? msg : json_string(""));
+        bad |= json_object_set(o, "last_agent_error", last);
+    }
+    if (!bad)
+        out = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(rej);
+    json_decref(drop);
+    json_decref(last);
+    json_decref(o);
+    return out;
 }

@@ -8,6 +8,7 @@
 #define DD_STATS_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "dd_gateway.h"
 
@@ -31,6 +32,10 @@ typedef struct {
     atomic_uint_fast64_t agent_rates_rejected;
     atomic_int_fast64_t last_agent_error_time; /* Unix seconds, 0 = never */
     atomic_int last_agent_error_status;        /* HTTP status, 0 = no answer */
+    /* What went wrong last, for people: written and read under a try-lock (a writer or reader
+     * that finds it taken skips; the text is diagnostics, never worth a wait). */
+    atomic_flag last_agent_error_lock;
+    char last_agent_error[128];
 } dd_stats_t;
 
 static inline void dd_stats_add(atomic_uint_fast64_t *c, uint64_t n)
@@ -44,5 +49,14 @@ static inline uint64_t dd_stats_get(atomic_uint_fast64_t *c)
 }
 
 const char *dd_drop_reason_name(dd_drop_reason_t r);
+
+/* Records the last agent error's text (truncated to fit). Never waits. */
+void dd_stats_set_error_text(dd_stats_t *s, const char *text);
+/* Copies the last agent error's text into out (size n >= 1); "" when none or busy. */
+void dd_stats_get_error_text(dd_stats_t *s, char *out, size_t n);
+
+/* All counters as a JSON object (jansson), malloc'd and NUL-terminated; NULL when out of
+ * memory. Free with free(). */
+char *dd_stats_to_json(dd_stats_t *s);
 
 #endif
