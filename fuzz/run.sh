@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds every libFuzzer target (clang, with ASan + UBSan) and runs each for a bounded time
+# over its seed corpus. Fails on any finding. Usage: fuzz/run.sh [seconds per target, default 20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_TARGET=${1:-20}
+OUT=${FUZZ_OUT:-build-fuzz}
+mkdir -p "$OUT"
+CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ilib"
+DEPS_CFLAGS=$(pkg-config --cflags apr-1 apr-util-1 jansson msgpack)
+DEPS_LIBS="$(pkg-config --libs apr-1 apr-util-1 jansson msgpack) -lpthread"
+LIB="lib/dd_gateway.c lib/dd_util.c lib/dd_span.c lib/dd_trace.c lib/dd_encode.c
+     lib/dd_propagation.c lib/dd_sampler.c lib/dd_rates.c"
+failed=0
+for src in fuzz/fuzz_*.c; do
+    name=$(basename "$src" .c)
+    corpus=fuzz/corpus/${name#fuzz_}
+    # shellcheck disable=SC2086
+    clang $CFLAGS $DEPS_CFLAGS "$src" $LIB -o "$OUT/$name" $DEPS_LIBS
+    work="$OUT/$name.corpus"
+    rm -rf "$work" && mkdir -p "$work"
+    echo "== $name: ${SECONDS_PER_TARGET}s over $corpus"
+    if ! (cd "$OUT" && ASAN_OPTIONS=detect_leaks=1 "./$name" -max_total_time="$SECONDS_PER_TARGET" \
+            -rss_limit_mb=2048 -print_final_stats=1 "$name.corpus" "../$corpus" 2>"$name.log"); then
+        echo "FINDING in $name:"; tail -40 "$OUT/$name.log"; failed=1
+    else
+        grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$OUT/$name.log" | tr '\n' ' '; echo
+    fi
+done
+exit $failed
