@@ -20,12 +20,19 @@ const char *dd_drop_reason_name(dd_drop_reason_t r)
     return "unknown";
 }
 
+/* Copies at most n - 1 bytes of src and terminates. */
+static void copy_text(char *dst, size_t n, const char *src)
+{
+    size_t len = strnlen(src, n - 1);
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
 void dd_stats_set_error_text(dd_stats_t *s, const char *text)
 {
     if (atomic_flag_test_and_set_explicit(&s->last_agent_error_lock, memory_order_acquire))
         return;
-    strncpy(s->last_agent_error, text ? text : "", sizeof(s->last_agent_error) - 1);
-    s->last_agent_error[sizeof(s->last_agent_error) - 1] = '\0';
+    copy_text(s->last_agent_error, sizeof(s->last_agent_error), text ? text : "");
     atomic_flag_clear_explicit(&s->last_agent_error_lock, memory_order_release);
 }
 
@@ -34,8 +41,7 @@ void dd_stats_get_error_text(dd_stats_t *s, char *out, size_t n)
     out[0] = '\0';
     if (atomic_flag_test_and_set_explicit(&s->last_agent_error_lock, memory_order_acquire))
         return;
-    strncpy(out, s->last_agent_error, n - 1);
-    out[n - 1] = '\0';
+    copy_text(out, n, s->last_agent_error);
     atomic_flag_clear_explicit(&s->last_agent_error_lock, memory_order_release);
 }
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of mod_dd_proxy:
-#   1. the C unit tests under ThreadSanitizer (queue, flusher, rates: the threaded parts);
-#   2. the unit tests and the whole integration suite with the module built under
+#   1. the C unit tests under ThreadSanitizer (queue, flusher, rates, sampler: the threaded parts);
+#   2. every libFuzzer target for a bounded time (FUZZ_SECONDS each, default 20);
+#   3. the unit tests and the whole integration suite with the module built under
 #      AddressSanitizer + UndefinedBehaviorSanitizer (apache2 runs with the runtimes preloaded);
-#   3. the plain build: `make check` (unit tests, then pytest against a real apache2).
+#   4. the plain build: `make check` (unit tests, then pytest against a real apache2) on the
+#      worker, prefork and event MPMs.
 # Sanitizer builds happen in copies of the tree under build-*/, so the plain build stays as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,10 +27,14 @@ echo "== unit tests under ThreadSanitizer"
 copy_tree "$ROOT/build-tsan"
 configure_in "$ROOT/build-tsan" --enable-sanitizer=thread
 make -C "$ROOT/build-tsan" -s -j2 libddcore.a
-make -C "$ROOT/build-tsan" -s -j2 tests/unit/test_queue tests/unit/test_flusher tests/unit/test_rates
-for t in test_queue test_flusher test_rates; do
+TSAN_TESTS="test_queue test_flusher test_rates test_sampler"
+make -C "$ROOT/build-tsan" -s -j2 $(for t in $TSAN_TESTS; do echo tests/unit/$t; done)
+for t in $TSAN_TESTS; do
     TSAN_OPTIONS="halt_on_error=1" "$ROOT/build-tsan/tests/unit/$t"
 done
+
+echo "== fuzz targets"
+bash fuzz/run.sh "${FUZZ_SECONDS:-20}"
 
 echo "== unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 copy_tree "$ROOT/build-asan"
@@ -36,8 +42,10 @@ configure_in "$ROOT/build-asan" --enable-sanitizer=address,undefined
 make -C "$ROOT/build-asan" -s -j2
 make -C "$ROOT/build-asan" -s -j2 check
 
-echo "== make check"
+echo "== make check (worker, prefork, then event)"
 autoreconf -fi >/dev/null 2>&1
 ./configure -q
 make -s -j2
-make -s check
+make -s check PYTEST_ARGS="--mpm worker"
+make -s check PYTEST_ARGS="--mpm prefork"
+make -s check PYTEST_ARGS="--mpm event"
