@@ -324,22 +324,36 @@ static const char *set_sample_rate(cmd_parms *cmd, void *dir, const char *arg)
     return NULL;
 }
 
-/* The rest of the line, without one pair of surrounding quotes. */
-static const char *unquote(apr_pool_t *p, const char *arg)
+/* The rest of the line as one value: a quoted value is read as httpd reads any quoted argument
+ * (ap_getword_conf: either quote, backslash escapes), so "[{\"service\": ...}]", '[...]' and bare
+ * JSON all work. Sets *err when text follows the closing quote. */
+static const char *whole_value(cmd_parms *cmd, const char *arg, const char **err)
 {
+    const char *rest = arg;
+    char *word;
     size_t n = strlen(arg);
-    while (n && apr_isspace(arg[n - 1]))
-        n--;
-    if (n >= 2 && (arg[0] == '\'' || arg[0] == '"') && arg[n - 1] == arg[0])
-        return apr_pstrmemdup(p, arg + 1, n - 2);
-    return apr_pstrmemdup(p, arg, n);
+    *err = NULL;
+    if (arg[0] != '"' && arg[0] != '\'') {
+        while (n && apr_isspace(arg[n - 1]))
+            n--;
+        return apr_pstrmemdup(cmd->pool, arg, n);
+    }
+    word = ap_getword_conf(cmd->pool, &rest);
+    while (*rest && apr_isspace(*rest))
+        rest++;
+    if (*rest)
+        *err = apr_psprintf(cmd->pool, "%s: unexpected text after the quoted value: '%s'",
+                            cmd->cmd->name, rest);
+    return word;
 }
 
 static const char *set_sampling_rules(cmd_parms *cmd, void *dir, const char *arg)
 {
     dd_srv_conf_t *c = srv_conf(cmd->server);
-    const char *json = unquote(cmd->pool, arg), *why = NULL;
+    const char *why = NULL, *json = whole_value(cmd, arg, &why);
     (void)dir;
+    if (why)
+        return why;
     c->rules = dd_rules_parse(cmd->pool, json, &why);
     if (!c->rules)
         return apr_psprintf(cmd->pool, "DDSamplingRules: '%s' is not valid: %s", json, why);

@@ -1,0 +1,74 @@
+"""helpers.py - small things the test files share: unique markers, gateway headers, span lookup."""
+
+import json
+import time
+import uuid
+
+SERVER_SPAN = "httpd.request"
+GATEWAY_NAMES = {"aws-apigateway": "aws.apigateway", "aws-httpapi": "aws.httpapi",
+                 "azure-apim": "azure.apim"}
+
+
+def unique_ua(tag="t"):
+    """A User-Agent that identifies one request (its spans carry it in http.useragent)."""
+    return f"ddtest-{tag}/{uuid.uuid4().hex}"
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def dump(obj):
+    """Readable payload for assertion messages."""
+    return json.dumps(obj, indent=1, sort_keys=True, default=str)
+
+
+def by_name(chunk, name):
+    found = [s for s in chunk if s.get("name") == name]
+    assert len(found) == 1, f"expected exactly one {name} span in chunk:\n{dump(chunk)}"
+    return found[0]
+
+
+def one_chunk(agent, ua, timeout=5.0, settle=0.3):
+    """Waits for the chunk of the request made with User-Agent ua; asserts there is exactly one
+    (after waiting `settle` more seconds for duplicates) and returns it."""
+    return one_chunk_where(agent, lambda s: (s.get("meta") or {}).get("http.useragent") == ua,
+                           f"http.useragent={ua}", timeout, settle)
+
+
+def one_chunk_where(agent, pred, what, timeout=5.0, settle=0.3):
+    """Like one_chunk, for the chunk holding a span for which pred(span) is true."""
+    found = agent.wait_for(lambda a: a.chunks_where(pred), timeout)
+    assert found, f"no trace with {what} arrived within {timeout}s; agent saw {agent.counts}"
+    time.sleep(settle)
+    chunks = agent.chunks_where(pred)
+    assert len(chunks) == 1, f"{len(chunks)} traces for one request:\n{dump(chunks)}"
+    return chunks[0]
+
+
+def server_span(chunk):
+    return by_name(chunk, SERVER_SPAN)
+
+
+def gateway_headers(proxy="aws-apigateway", time_ms=None, method="GET", path=None, domain=None,
+                    stage=None, resource_path=None, account_id=None, api_id=None, region=None,
+                    user=None):
+    """x-dd-proxy* headers as a gateway sends them (None = header not sent)."""
+    h = {
+        "x-dd-proxy": proxy,
+        "x-dd-proxy-request-time-ms": str(now_ms() - 250) if time_ms is None else time_ms,
+        "x-dd-proxy-httpmethod": method,
+        "x-dd-proxy-path": path,
+        "x-dd-proxy-domain-name": domain,
+        "x-dd-proxy-stage": stage,
+        "x-dd-proxy-resource-path": resource_path,
+        "x-dd-proxy-account-id": account_id,
+        "x-dd-proxy-api-id": api_id,
+        "x-dd-proxy-region": region,
+        "x-dd-proxy-user": user,
+    }
+    return {k: str(v) for k, v in h.items() if v is not None}
+
+
+def span_end(span):
+    return span["start"] + span["duration"]
