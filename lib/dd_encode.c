@@ -46,9 +46,49 @@ static int buf_write(void *ctx, const char *bytes, size_t n)
     return 0;
 }
 
+/* Control characters (other than tab) never reach the agent raw: a header or path that
+ * carried one is written with a visible escape (\n, \r, \u0001 ...), as a JSON encoder would. */
+static int needs_escape(unsigned char c)
+{
+    return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
+static void pack_escaped(msgpack_packer *pk, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t out = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out += !needs_escape(c) ? 1 : (c == '\n' || c == '\r') ? 2 : 6;
+    }
+    msgpack_pack_str(pk, out);
+    for (size_t i = 0, run = 0; i <= n; i++) {
+        unsigned char c = i < n ? (unsigned char)s[i] : 0;
+        if (i < n && !needs_escape(c))
+            continue;
+        msgpack_pack_str_body(pk, s + run, i - run); /* the clean bytes before this one */
+        run = i + 1;
+        if (i == n)
+            break;
+        if (c == '\n' || c == '\r') {
+            char esc[2] = {'\\', c == '\n' ? 'n' : 'r'};
+            msgpack_pack_str_body(pk, esc, 2);
+        } else {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xF]};
+            msgpack_pack_str_body(pk, esc, 6);
+        }
+    }
+}
+
 static void pack_str(msgpack_packer *pk, const char *s)
 {
     size_t n = s ? strlen(s) : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (needs_escape((unsigned char)s[i])) {
+            pack_escaped(pk, s, n);
+            return;
+        }
+    }
     msgpack_pack_str(pk, n);
     msgpack_pack_str_body(pk, s ? s : "", n);
 }

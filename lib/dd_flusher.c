@@ -273,6 +273,8 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
     dd_flusher_t *f = data;
     long long next = now_ms() + f->conf.interval_ms;
 
+    pthread_setname_np(pthread_self(), "dd-flusher"); /* for top, perf and the benchmarks */
+
     while (!atomic_load_explicit(&f->stopping, memory_order_acquire)) {
         struct pollfd pfd = {.fd = f->wake_rd, .events = POLLIN, .revents = 0};
         long long wait = next - now_ms();

@@ -129,6 +129,30 @@ static void test_big_chunk(void)
     free(out);
 }
 
+static void test_control_characters(void)
+{
+    dd_span_t *s = dd_span_create(pool);
+    char *out;
+    size_t len;
+    msgpack_unpacked u;
+    s->trace_id = s->span_id = 1;
+    s->name = "n";
+    s->service = "svc";
+    s->resource = "GET /a\nb";
+    dd_span_set_meta(s, "x", "tab\tok, bell\a, del\x7f, cr\r");
+    dd_span_t *spans[] = {s};
+    CHECK(dd_encode_chunk(spans, 1, &out, &len) == 0);
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    CHECK(msgpack_unpack_next(&u, out, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len);
+    const msgpack_object *span = &u.data.via.array.ptr[0];
+    CHECK(str_is(map_get(span, "resource"), "GET /a\\nb"));
+    CHECK(str_is(map_get(map_get(span, "meta"), "x"), "tab\tok, bell\\u0007, del\\u007f, cr\\r"));
+    CHECK(str_is(map_get(span, "service"), "svc"));
+    msgpack_unpacked_destroy(&u);
+    free(out);
+}
+
 static void test_array_header(void)
 {
     unsigned char h[5];
@@ -151,6 +175,7 @@ int main(void)
     apr_pool_create(&pool, NULL);
     test_two_spans();
     test_big_chunk();
+    test_control_characters();
     test_array_header();
     apr_pool_destroy(pool);
     apr_terminate();
