@@ -547,6 +547,7 @@ static struct {
     dd_rates_t *rates;
     dd_limiter_t *limiter;
     dd_agent_t *agent;
+    dd_agent_result_t last_result; /* the flusher's last answer from the agent */
     dd_flusher_t *flusher;
     server_rec *server;
     apr_uint32_t last_error_log; /* apr_time_sec of the last agent error logged */
@@ -582,17 +583,16 @@ static void attach_shared_stats(server_rec *s)
 static int agent_send(void *ctx, const char *payload, size_t len, size_t ntraces, long timeout_ms,
                       long *http_status, const char **error, const char **body, size_t *body_len)
 {
-    static _Thread_local dd_agent_result_t res;
-    static _Thread_local char error_copy[256];
+    /* Only the flusher thread sends; the answer lives until the next send or child exit. */
+    dd_agent_result_t *res = &child.last_result;
     int rc;
-    free(res.body);
-    memset(&res, 0, sizeof(res));
-    rc = dd_agent_send(ctx, payload, len, ntraces, timeout_ms, &res);
-    *http_status = res.http_status;
-    apr_cpystrn(error_copy, res.error, sizeof(error_copy));
-    *error = error_copy;
-    *body = res.body;
-    *body_len = res.body_len;
+    free(res->body);
+    memset(res, 0, sizeof(*res));
+    rc = dd_agent_send(ctx, payload, len, ntraces, timeout_ms, res);
+    *http_status = res->http_status;
+    *error = res->error;
+    *body = res->body;
+    *body_len = res->body_len;
     return rc;
 }
 
@@ -624,6 +624,8 @@ static apr_status_t child_cleanup(void *data)
     if (child.agent)
         dd_agent_destroy(child.agent);
     child.agent = NULL;
+    free(child.last_result.body);
+    child.last_result.body = NULL;
     if (child.queue)
         dd_queue_destroy(child.queue);
     child.queue = NULL;

@@ -42,6 +42,7 @@ configure_in "$ROOT/build-asan" --enable-sanitizer=address,undefined
 make -C "$ROOT/build-asan" -s -j2
 make -C "$ROOT/build-asan" -s -j2 check
 
+bash tests/package/test_package.sh # the Debian package: build, lintian, install, trace, purge
 echo "== make check (worker, prefork, then event)"
 autoreconf -fi >/dev/null 2>&1
 ./configure -q
