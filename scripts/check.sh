@@ -4,7 +4,9 @@
 #   2. every libFuzzer target for a bounded time (FUZZ_SECONDS each, default 20);
 #   3. the unit tests and the whole integration suite with the module built under
 #      AddressSanitizer + UndefinedBehaviorSanitizer (apache2 runs with the runtimes preloaded);
-#   4. the plain build: `make check` (unit tests, then pytest against a real apache2) on the
+#   4. the request-path integration tests with apache2 under valgrind's memcheck;
+#   5. the Debian package: build, lintian, install, trace, purge;
+#   6. the plain build: `make check` (unit tests, then pytest against a real apache2) on the
 #      worker, prefork and event MPMs.
 # Sanitizer builds happen in copies of the tree under build-*/, so the plain build stays as is.
 set -euo pipefail
@@ -42,11 +44,19 @@ configure_in "$ROOT/build-asan" --enable-sanitizer=address,undefined
 make -C "$ROOT/build-asan" -s -j2
 make -C "$ROOT/build-asan" -s -j2 check
 
-bash tests/package/test_package.sh # the Debian package: build, lintian, install, trace, purge
-echo "== make check (worker, prefork, then event)"
+echo "== plain build"
 autoreconf -fi >/dev/null 2>&1
 ./configure -q
 make -s -j2
+
+echo "== request path under valgrind memcheck"
+DD_TEST_VALGRIND=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+    tests/integration/test_200_server_span.py tests/integration/test_300_gateway.py \
+    tests/integration/test_310_gateway_bad.py tests/integration/test_400_correlation.py
+
+echo "== Debian package"
+bash tests/package/test_package.sh # the Debian package: build, lintian, install, trace, purge
+echo "== make check (worker, prefork, then event)"
 make -s check PYTEST_ARGS="--mpm worker"
 make -s check PYTEST_ARGS="--mpm prefork"
 make -s check PYTEST_ARGS="--mpm event"

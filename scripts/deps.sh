@@ -3,7 +3,8 @@
 set -euo pipefail
 PACKAGES="apache2 apache2-dev libapr1-dev libaprutil1-dev libjansson-dev libcurl4-openssl-dev
 libmsgpack-dev python3-pytest python3-requests python3-msgpack autoconf automake libtool
-pkg-config make gcc clang curl wrk"
+pkg-config make gcc clang libclang-rt-14-dev libfuzzer-14-dev curl wrk valgrind
+build-essential debhelper lintian fakeroot"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

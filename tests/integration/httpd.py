@@ -21,6 +21,8 @@ Environment:
   DD_TEST_MPM        event (default), worker or prefork (pytest --mpm overrides)
   DD_PROXY_SANITIZE  contains "address" / "undefined" / "thread": preload libasan / libubsan /
                      libtsan (what `make check` passes: the module's -fsanitize flags)
+  DD_TEST_VALGRIND   1: run apache2 (and its children) under valgrind's memcheck; a stop
+                     fails when memcheck reported an error or a definite leak
 """
 
 import os
@@ -104,6 +106,13 @@ def sanitizer_env():
 
 class HttpdError(Exception):
     pass
+
+
+def valgrind_on():
+    return os.environ.get("DD_TEST_VALGRIND", "") not in ("", "0")
+
+
+_VG_SUMMARY_RE = re.compile(r"ERROR SUMMARY: (\d+) errors")
 
 
 class Httpd:
@@ -231,7 +240,13 @@ DirectoryIndex index.html
         if self.proc is not None:
             raise HttpdError("already started")
         self._stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([APACHE2, "-f", self.conf_path, "-DFOREGROUND"],
+        cmd = [APACHE2, "-f", self.conf_path, "-DFOREGROUND"]
+        if valgrind_on():
+            cmd = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
+                   "--show-leak-kinds=definite", "--num-callers=30",
+                   f"--log-file={self.logs_dir}/valgrind.%p.log"] + cmd
+            timeout *= 6
+        self.proc = subprocess.Popen(cmd,
                                      env=self._env(), stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=self._stderr,
                                      start_new_session=True)
@@ -247,6 +262,19 @@ DirectoryIndex index.html
             time.sleep(0.05)
         self.stop()
         raise HttpdError(f"apache2 did not answer within {timeout}s:\n{self.diagnostics()}")
+
+    def check_valgrind(self):
+        """Raises when any process's memcheck log reports errors (or definite leaks)."""
+        bad = []
+        for name in sorted(os.listdir(self.logs_dir)):
+            if not name.startswith("valgrind."):
+                continue
+            text = self._read(os.path.join(self.logs_dir, name))
+            for m in _VG_SUMMARY_RE.finditer(text):
+                if int(m.group(1)):
+                    bad.append(f"{name}:\n{text[-6000:]}")
+        if bad:
+            raise HttpdError("valgrind memcheck found errors:\n" + "\n".join(bad))
 
     def is_live(self):
         try:
@@ -296,6 +324,8 @@ DirectoryIndex index.html
         self.proc = None
         self._stderr.close()
         took = time.monotonic() - t0
+        if valgrind_on():
+            self.check_valgrind()
         if killed:
             raise HttpdError(f"apache2 did not stop within {timeout}s; killed it")
         return took
