@@ -1,0 +1,91 @@
+/* mod_dd_proxy.h - what the glue's files share: configuration, environment, counters.
+ *
+ * mod_dd_proxy.c        hooks: requests, the per-child flusher; the module table
+ * mod_dd_proxy_config.c directives, merges, environment fallbacks
+ * mod_dd_proxy_status.c the counters in shared memory, mod_status and the JSON handler
+ */
+#ifndef MOD_DD_PROXY_H
+#define MOD_DD_PROXY_H
+
+#include "httpd.h"
+#include "http_config.h"
+
+#include "dd_propagation.h"
+#include "dd_sampler.h"
+#include "dd_stats.h"
+
+/* Stable log ids, in the spirit of httpd's APLOGNO. */
+#define DDLOGNO(n) "DDP" #n ": "
+
+#define UNSET (-1)
+#define DEFAULT_AGENT_URL "http://localhost:8126"
+#define DEFAULT_SERVICE "httpd"
+#define DEFAULT_FLUSH_MS 1000
+#define DEFAULT_QUEUE_ITEMS 4096
+#define DEFAULT_QUEUE_BYTES (16 * 1024 * 1024)
+#define DEFAULT_RATE_LIMIT 100.0
+
+extern module AP_MODULE_DECLARE_DATA dd_proxy_module;
+
+typedef struct {
+    int inferred;                /* DDInferredProxy, UNSET -> env -> Off */
+    int strip;                   /* DDInferredProxyStripHeaders, UNSET -> On */
+    int user_tag;                /* DDInferredProxyUserTag, UNSET -> Off */
+    const char *service;         /* DDService, NULL -> env -> "httpd" */
+    const char *env;             /* DDEnv */
+    const char *version;         /* DDVersion */
+    apr_array_header_t *trusted; /* DDInferredProxyTrustedNetworks: apr_ipsubnet_t *, NULL = any */
+    double sample_rate;          /* DDSampleRate, < 0 = unset */
+    dd_rules_t *rules;           /* DDSamplingRules, NULL = unset */
+    const dd_rules_t *resolved_rules; /* rules, then the catch-all; env applied (post_config) */
+    /* Global only (main server): */
+    dd_styles_t *styles;     /* DDPropagationStyle */
+    double rate_limit;       /* DDRateLimit, < 0 = unset */
+    const char *agent_url;   /* DDAgentURL */
+    int flush_ms;            /* DDFlushInterval */
+    apr_int64_t queue_items; /* DDQueueLimit */
+    apr_int64_t queue_bytes;
+} dd_srv_conf_t;
+
+typedef struct {
+    int trace;                /* DDTrace, UNSET -> On */
+    int trust;                /* DDTrustInboundContext, UNSET -> On */
+    apr_array_header_t *tags; /* DDTag: dd_meta_t, later entries win */
+} dd_dir_conf_t;
+
+/* What the environment says, read once in post_config (directives beat it). */
+typedef struct {
+    const char *service, *env, *version;
+    apr_array_header_t *tags; /* DD_TAGS */
+    int inferred;
+    const char *agent_url;
+    dd_styles_t styles; /* DD_TRACE_PROPAGATION_STYLE, else the default */
+    double sample_rate; /* DD_TRACE_SAMPLE_RATE, < 0 = unset */
+    dd_rules_t *rules;  /* DD_TRACE_SAMPLING_RULES */
+    double rate_limit;  /* DD_TRACE_RATE_LIMIT, else 100 */
+} dd_env_conf_t;
+
+extern dd_env_conf_t dd_proxy_env;
+/* Set when any DDTrace On appears, so DDTrace Off at server level can skip all work. */
+extern int dd_proxy_any_trace_on;
+extern const command_rec dd_proxy_cmds[];
+
+void *dd_proxy_create_srv_conf(apr_pool_t *p, server_rec *s);
+void *dd_proxy_merge_srv_conf(apr_pool_t *p, void *basev, void *addv);
+void *dd_proxy_create_dir_conf(apr_pool_t *p, char *dir);
+void *dd_proxy_merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
+/* Reads the environment fallbacks; reports bad values once (not in the first config pass). */
+void dd_proxy_read_env(apr_pool_t *p, server_rec *s);
+
+static inline dd_srv_conf_t *dd_proxy_srv_conf(server_rec *s)
+{
+    return ap_get_module_config(s->module_config, &dd_proxy_module);
+}
+
+/* The counters every child adds to (shared memory once attached). */
+extern dd_stats_t *dd_proxy_stats;
+void dd_proxy_attach_stats(server_rec *s);
+int dd_proxy_status_hook(request_rec *r, int flags);
+int dd_proxy_status_handler(request_rec *r);
+
+#endif

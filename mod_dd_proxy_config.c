@@ -1,0 +1,447 @@
+/* mod_dd_proxy_config.c - the directives (CONTRACT §2): each value checked when the
+ * configuration is read, so `apache2 -t` names the directive and the bad value; merges with an
+ * explicit "unset"; and the environment fallbacks Datadog's tracers read. */
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_main.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <apr_lib.h>
+#include <apr_strings.h>
+
+#include "dd_agent.h"
+#include "dd_span.h"
+#include "mod_dd_proxy.h"
+
+dd_env_conf_t dd_proxy_env;
+int dd_proxy_any_trace_on;
+
+void *dd_proxy_create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    dd_srv_conf_t *c = apr_pcalloc(p, sizeof(*c));
+    (void)s;
+    c->inferred = c->strip = c->user_tag = UNSET;
+    c->flush_ms = UNSET;
+    c->queue_items = c->queue_bytes = UNSET;
+    c->sample_rate = c->rate_limit = -1;
+    return c;
+}
+
+#define MERGE_INT(f) c->f = (add->f != UNSET) ? add->f : base->f
+#define MERGE_PTR(f) c->f = add->f ? add->f : base->f
+
+void *dd_proxy_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    dd_srv_conf_t *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
+    MERGE_INT(inferred);
+    MERGE_INT(strip);
+    MERGE_INT(user_tag);
+    MERGE_PTR(service);
+    MERGE_PTR(env);
+    MERGE_PTR(version);
+    MERGE_PTR(agent_url);
+    MERGE_INT(flush_ms);
+    MERGE_INT(queue_items);
+    MERGE_INT(queue_bytes);
+    c->sample_rate = add->sample_rate >= 0 ? add->sample_rate : base->sample_rate;
+    c->rate_limit = add->rate_limit >= 0 ? add->rate_limit : base->rate_limit;
+    MERGE_PTR(rules);
+    MERGE_PTR(styles);
+    MERGE_PTR(trusted);
+    return c;
+}
+
+void *dd_proxy_create_dir_conf(apr_pool_t *p, char *dir)
+{
+    dd_dir_conf_t *c = apr_pcalloc(p, sizeof(*c));
+    (void)dir;
+    c->trace = c->trust = UNSET;
+    return c;
+}
+
+void *dd_proxy_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    dd_dir_conf_t *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
+    MERGE_INT(trace);
+    MERGE_INT(trust);
+    if (base->tags && add->tags)
+        c->tags = apr_array_append(p, base->tags, add->tags);
+    else
+        c->tags = add->tags ? add->tags : base->tags;
+    return c;
+}
+
+static const char *parse_on_off(cmd_parms *cmd, const char *arg, int *out)
+{
+    if (strcasecmp(arg, "on") == 0)
+        *out = 1;
+    else if (strcasecmp(arg, "off") == 0)
+        *out = 0;
+    else
+        return apr_psprintf(cmd->pool, "%s: '%s' is not On or Off", cmd->cmd->name, arg);
+    return NULL;
+}
+
+/* DDInferredProxy, DDInferredProxyStripHeaders, DDInferredProxyUserTag: On|Off per server. */
+static const char *set_srv_flag(cmd_parms *cmd, void *dir, const char *arg)
+{
+    dd_srv_conf_t *c = dd_proxy_srv_conf(cmd->server);
+    int *field = (int *)((char *)c + (size_t)cmd->info);
+    (void)dir;
+    return parse_on_off(cmd, arg, field);
+}
+
+/* DDService, DDEnv, DDVersion: a non-empty name per server. */
+static const char *set_srv_name(cmd_parms *cmd, void *dir, const char *arg)
+{
+    dd_srv_conf_t *c = dd_proxy_srv_conf(cmd->server);
+    (void)dir;
+    if (!*arg)
+        return apr_psprintf(cmd->pool, "%s: the value must not be empty", cmd->cmd->name);
+    *(const char **)((char *)c + (size_t)cmd->info) = arg;
+    return NULL;
+}
+
+static const char *set_agent_url(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY), *why;
+    dd_agent_url_t url;
+    (void)dir;
+    if (err)
+        return err;
+    if (dd_agent_url_parse(cmd->pool, arg, &url, &why) != 0)
+        return apr_psprintf(cmd->pool, "DDAgentURL: '%s' is not a valid agent URL: %s", arg, why);
+    dd_proxy_srv_conf(cmd->server)->agent_url = arg;
+    return NULL;
+}
+
+/* Parses a positive integer with an optional K/M/G suffix (powers of 1024 when allow_units). */
+static int parse_positive(const char *arg, int allow_units, apr_int64_t max, apr_int64_t *out)
+{
+    char *end;
+    apr_int64_t v, mult = 1;
+    if (!*arg || !(arg[0] >= '0' && arg[0] <= '9'))
+        return 0;
+    v = apr_strtoi64(arg, &end, 10);
+    if (allow_units && *end && !end[1]) {
+        switch (*end) {
+        case 'k':
+        case 'K':
+            mult = 1024;
+            end++;
+            break;
+        case 'm':
+        case 'M':
+            mult = 1024 * 1024;
+            end++;
+            break;
+        case 'g':
+        case 'G':
+            mult = 1024 * 1024 * 1024;
+            end++;
+            break;
+        }
+    }
+    if (*end || v <= 0 || v > max / mult)
+        return 0;
+    *out = v * mult;
+    return 1;
+}
+
+static const char *set_flush_interval(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_int64_t v;
+    (void)dir;
+    if (err)
+        return err;
+    if (!parse_positive(arg, 0, 3600000, &v))
+        return apr_psprintf(
+            cmd->pool, "DDFlushInterval: '%s' is not a number of milliseconds in 1..3600000", arg);
+    dd_proxy_srv_conf(cmd->server)->flush_ms = (int)v;
+    return NULL;
+}
+
+static const char *set_queue_limit(cmd_parms *cmd, void *dir, const char *items, const char *bytes)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    dd_srv_conf_t *c = dd_proxy_srv_conf(cmd->server);
+    (void)dir;
+    if (err)
+        return err;
+    if (!parse_positive(items, 0, 1 << 24, &c->queue_items))
+        return apr_psprintf(cmd->pool,
+                            "DDQueueLimit: '%s' is not a number of traces in 1..16777216", items);
+    if (!parse_positive(bytes, 1, (apr_int64_t)1 << 32, &c->queue_bytes))
+        return apr_psprintf(
+            cmd->pool, "DDQueueLimit: '%s' is not a size in bytes (1..4G, K/M/G allowed)", bytes);
+    return NULL;
+}
+
+static const char *set_trace(cmd_parms *cmd, void *dirv, const char *arg)
+{
+    dd_dir_conf_t *d = dirv;
+    const char *err = parse_on_off(cmd, arg, &d->trace);
+    if (!err && d->trace)
+        dd_proxy_any_trace_on = 1;
+    return err;
+}
+
+static const char *set_tag(cmd_parms *cmd, void *dirv, const char *key, const char *value)
+{
+    dd_dir_conf_t *d = dirv;
+    dd_meta_t *m;
+    if (!*key)
+        return apr_psprintf(cmd->pool, "DDTag: the tag name must not be empty (value '%s')", value);
+    if (!d->tags)
+        d->tags = apr_array_make(cmd->pool, 4, sizeof(dd_meta_t));
+    m = apr_array_push(d->tags);
+    m->key = key;
+    m->value = value;
+    return NULL;
+}
+
+static const char *set_trust(cmd_parms *cmd, void *dirv, const char *arg)
+{
+    return parse_on_off(cmd, arg, &((dd_dir_conf_t *)dirv)->trust);
+}
+
+/* A rate in [0, 1] written as a plain decimal number. */
+static int parse_rate(const char *arg, double *out)
+{
+    char *end;
+    double v;
+    if (!*arg)
+        return 0;
+    v = strtod(arg, &end);
+    if (*end || !(v >= 0.0 && v <= 1.0))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static const char *set_sample_rate(cmd_parms *cmd, void *dir, const char *arg)
+{
+    (void)dir;
+    if (!parse_rate(arg, &dd_proxy_srv_conf(cmd->server)->sample_rate))
+        return apr_psprintf(cmd->pool, "DDSampleRate: '%s' is not a number in [0, 1]", arg);
+    return NULL;
+}
+
+/* The rest of the line as one value: a quoted value is read as httpd reads any quoted argument
+ * (ap_getword_conf: either quote, backslash escapes), so "[{\"service\": ...}]", '[...]' and bare
+ * JSON all work. Sets *err when text follows the closing quote. */
+static const char *whole_value(cmd_parms *cmd, const char *arg, const char **err)
+{
+    const char *rest = arg;
+    char *word;
+    size_t n = strlen(arg);
+    *err = NULL;
+    if (arg[0] != '"' && arg[0] != '\'') {
+        while (n && apr_isspace(arg[n - 1]))
+            n--;
+        return apr_pstrmemdup(cmd->pool, arg, n);
+    }
+    word = ap_getword_conf(cmd->pool, &rest);
+    while (*rest && apr_isspace(*rest))
+        rest++;
+    if (*rest)
+        *err = apr_psprintf(cmd->pool, "%s: unexpected text after the quoted value: '%s'",
+                            cmd->cmd->name, rest);
+    return word;
+}
+
+static const char *set_sampling_rules(cmd_parms *cmd, void *dir, const char *arg)
+{
+    dd_srv_conf_t *c = dd_proxy_srv_conf(cmd->server);
+    const char *why = NULL, *json = whole_value(cmd, arg, &why);
+    (void)dir;
+    if (why)
+        return why;
+    c->rules = dd_rules_parse(cmd->pool, json, &why);
+    if (!c->rules)
+        return apr_psprintf(cmd->pool, "DDSamplingRules: '%s' is not valid: %s", json, why);
+    return NULL;
+}
+
+/* A number of traces per second, >= 0. */
+static int parse_per_second(const char *arg, double *out)
+{
+    char *end;
+    double v = strtod(arg, &end);
+    if (!*arg || *end || !(v >= 0.0 && v <= 1e9))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static const char *set_rate_limit(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dir;
+    if (err)
+        return err;
+    if (!parse_per_second(arg, &dd_proxy_srv_conf(cmd->server)->rate_limit))
+        return apr_psprintf(cmd->pool,
+                            "DDRateLimit: '%s' is not a number of traces per second (>= 0)", arg);
+    return NULL;
+}
+
+static const char *set_styles(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY), *why = NULL;
+    dd_styles_t *styles = apr_pcalloc(cmd->pool, sizeof(*styles));
+    (void)dir;
+    if (err)
+        return err;
+    if (dd_styles_parse(cmd->pool, arg, styles, &why) != 0)
+        return apr_psprintf(cmd->pool, "DDPropagationStyle: '%s': %s", arg, why);
+    dd_proxy_srv_conf(cmd->server)->styles = styles;
+    return NULL;
+}
+
+/* DDInferredProxyTrustedNetworks cidr...: IPv4/IPv6 networks (or single addresses) whose TCP
+ * peers may make gateway spans; "any" allows everyone (the default). */
+static const char *add_trusted(cmd_parms *cmd, void *dir, const char *arg)
+{
+    dd_srv_conf_t *c = dd_proxy_srv_conf(cmd->server);
+    char *ip = apr_pstrdup(cmd->pool, arg), *slash = strchr(ip, '/');
+    apr_ipsubnet_t *net;
+    apr_status_t rv;
+    (void)dir;
+    if (strcasecmp(arg, "any") == 0) {
+        c->trusted = NULL;
+        return NULL;
+    }
+    if (slash)
+        *slash++ = '\0';
+    rv = apr_ipsubnet_create(&net, ip, slash, cmd->pool);
+    if (rv != APR_SUCCESS || (slash && !*slash))
+        return apr_psprintf(cmd->pool,
+                            "DDInferredProxyTrustedNetworks: '%s' is not an IP address or a "
+                            "network in CIDR notation (10.0.0.0/8, 2001:db8::/32) or 'any'",
+                            arg);
+    if (!c->trusted)
+        c->trusted = apr_array_make(cmd->pool, 4, sizeof(apr_ipsubnet_t *));
+    *(apr_ipsubnet_t **)apr_array_push(c->trusted) = net;
+    return NULL;
+}
+
+#define SRV_FIELD(f) (void *)APR_OFFSETOF(dd_srv_conf_t, f)
+
+const command_rec dd_proxy_cmds[] = {
+    AP_INIT_TAKE1("DDTrace", set_trace, NULL, RSRC_CONF | ACCESS_CONF,
+                  "On|Off: trace requests here (default On)"),
+    AP_INIT_TAKE1("DDInferredProxy", set_srv_flag, SRV_FIELD(inferred), RSRC_CONF,
+                  "On|Off: make gateway spans from x-dd-proxy headers (default Off)"),
+    AP_INIT_TAKE1("DDInferredProxyStripHeaders", set_srv_flag, SRV_FIELD(strip), RSRC_CONF,
+                  "On|Off: remove x-dd-proxy headers before handlers see them (default On)"),
+    AP_INIT_TAKE1("DDInferredProxyUserTag", set_srv_flag, SRV_FIELD(user_tag), RSRC_CONF,
+                  "On|Off: tag the gateway span with the caller (aws_user; default Off)"),
+    AP_INIT_TAKE1("DDAgentURL", set_agent_url, NULL, RSRC_CONF,
+                  "http://host:port, https://host:port or unix:///path.sock"),
+    AP_INIT_TAKE1("DDService", set_srv_name, SRV_FIELD(service), RSRC_CONF,
+                  "service name of httpd's spans (default httpd)"),
+    AP_INIT_TAKE1("DDEnv", set_srv_name, SRV_FIELD(env), RSRC_CONF, "env tag"),
+    AP_INIT_TAKE1("DDVersion", set_srv_name, SRV_FIELD(version), RSRC_CONF, "version tag"),
+    AP_INIT_TAKE2("DDTag", set_tag, NULL, RSRC_CONF | ACCESS_CONF,
+                  "key value: a tag on every span (repeatable)"),
+    AP_INIT_TAKE1("DDFlushInterval", set_flush_interval, NULL, RSRC_CONF,
+                  "milliseconds between deliveries to the agent (default 1000)"),
+    AP_INIT_TAKE2("DDQueueLimit", set_queue_limit, NULL, RSRC_CONF,
+                  "traces bytes: per-process queue bounds (default 4096 16M)"),
+    AP_INIT_ITERATE("DDInferredProxyTrustedNetworks", add_trusted, NULL, RSRC_CONF,
+                    "networks (CIDR) of the gateways allowed to make gateway spans (default any)"),
+    AP_INIT_TAKE1("DDTrustInboundContext", set_trust, NULL, RSRC_CONF | ACCESS_CONF,
+                  "On|Off: continue the caller's trace from its headers (default On)"),
+    AP_INIT_RAW_ARGS("DDPropagationStyle", set_styles, NULL, RSRC_CONF,
+                     "datadog, tracecontext, b3multi, xray or none (default datadog tracecontext)"),
+    AP_INIT_TAKE1("DDSampleRate", set_sample_rate, NULL, RSRC_CONF,
+                  "0..1: keep this share of traces no rule matched"),
+    AP_INIT_RAW_ARGS("DDSamplingRules", set_sampling_rules, NULL, RSRC_CONF,
+                     "a JSON list of sampling rules"),
+    AP_INIT_TAKE1("DDRateLimit", set_rate_limit, NULL, RSRC_CONF,
+                  "traces per second and process that rules may keep (default 100)"),
+    {NULL},
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* Environment fallbacks                                                                    */
+/* ---------------------------------------------------------------------------------------- */
+
+static const char *env_value(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+/* DD_TAGS: "k1:v1,k2:v2" or "k1:v1 k2:v2"; entries without a key are skipped. */
+static apr_array_header_t *parse_dd_tags(apr_pool_t *p, const char *s)
+{
+    apr_array_header_t *tags = apr_array_make(p, 4, sizeof(dd_meta_t));
+    char *copy = apr_pstrdup(p, s), *state = NULL;
+    for (char *tok = apr_strtok(copy, ", ", &state); tok; tok = apr_strtok(NULL, ", ", &state)) {
+        char *colon = strchr(tok, ':');
+        dd_meta_t *m;
+        if (!colon || colon == tok)
+            continue;
+        *colon = '\0';
+        m = apr_array_push(tags);
+        m->key = tok;
+        m->value = colon + 1;
+    }
+    return tags;
+}
+
+/* A bad environment value is reported once at startup (not in the first of httpd's two
+ * configuration passes) and ignored: the default applies. */
+#define ENV_PROBLEM(id, name, value, why)                                                          \
+    do {                                                                                           \
+        if (report)                                                                                \
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,                                          \
+                         DDLOGNO(id) "ignoring %s='%s': %s; the default applies", name, value,     \
+                         why);                                                                     \
+    } while (0)
+
+void dd_proxy_read_env(apr_pool_t *p, server_rec *s)
+{
+    const char *v, *why;
+    dd_agent_url_t url;
+    int report = ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG;
+
+    dd_proxy_env.service = env_value("DD_SERVICE");
+    dd_proxy_env.env = env_value("DD_ENV");
+    dd_proxy_env.version = env_value("DD_VERSION");
+    dd_proxy_env.tags = (v = env_value("DD_TAGS")) ? parse_dd_tags(p, v) : NULL;
+    v = env_value("DD_TRACE_INFERRED_PROXY_SERVICES_ENABLED");
+    dd_proxy_env.inferred = v && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0);
+    dd_proxy_env.agent_url = dd_agent_url_from_env(p);
+    if (dd_agent_url_parse(p, dd_proxy_env.agent_url, &url, &why) != 0) {
+        ENV_PROBLEM(1001, "the agent URL", dd_proxy_env.agent_url, why);
+        dd_proxy_env.agent_url = DEFAULT_AGENT_URL;
+    }
+    dd_styles_default(&dd_proxy_env.styles);
+    if ((v = env_value("DD_TRACE_PROPAGATION_STYLE")) &&
+        dd_styles_parse(p, v, &dd_proxy_env.styles, &why) != 0) {
+        dd_styles_default(&dd_proxy_env.styles);
+        ENV_PROBLEM(1005, "DD_TRACE_PROPAGATION_STYLE", v, why);
+    }
+    dd_proxy_env.sample_rate = -1;
+    if ((v = env_value("DD_TRACE_SAMPLE_RATE")) && !parse_rate(v, &dd_proxy_env.sample_rate)) {
+        dd_proxy_env.sample_rate = -1;
+        ENV_PROBLEM(1006, "DD_TRACE_SAMPLE_RATE", v, "not a number in [0, 1]");
+    }
+    dd_proxy_env.rules = NULL;
+    if ((v = env_value("DD_TRACE_SAMPLING_RULES")) &&
+        !(dd_proxy_env.rules = dd_rules_parse(p, v, &why)))
+        ENV_PROBLEM(1007, "DD_TRACE_SAMPLING_RULES", v, why);
+    dd_proxy_env.rate_limit = DEFAULT_RATE_LIMIT;
+    if ((v = env_value("DD_TRACE_RATE_LIMIT")) && !parse_per_second(v, &dd_proxy_env.rate_limit)) {
+        dd_proxy_env.rate_limit = DEFAULT_RATE_LIMIT;
+        ENV_PROBLEM(1008, "DD_TRACE_RATE_LIMIT", v, "not a number of traces per second");
+    }
+}
