@@ -205,6 +205,7 @@ typedef struct {
     dd_extracted_t inbound;
     int has_inbound;
     int trusted; /* the trace continues the inbound context */
+    int decided; /* the sampling decision is made (and so fixed for injection) */
 } dd_req_state_t;
 
 static dd_dir_conf_t *dir_conf(request_rec *r)
@@ -260,7 +261,8 @@ static void set_correlation(request_rec *r, const dd_req_state_t *st)
     apr_table_setn(r->subprocess_env, "DD_SPAN_ID", st->span_id);
 }
 
-/* (Re)builds the spans, continuing the inbound context when trusted, and decides sampling. */
+/* (Re)builds the spans, continuing the inbound context when trusted. Sampling waits for
+ * decide(): rules may look at tags that only the per-directory configuration adds. */
 static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
 {
     const dd_context_t *parent = NULL;
@@ -275,7 +277,7 @@ static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
         dd_span_set_meta(root, "_dd.propagation_error", st->inbound.propagation_error);
     if (st->trusted && st->inbound.w3c_parent)
         dd_span_set_meta(root, "_dd.parent_id", st->inbound.w3c_parent);
-    dd_trace_sample(st->trace, &st->tc, child.limiter, child.rates, dd_now_ns());
+    st->decided = 0;
     st->trace_id = dd_trace_id_string(r->pool, st->trace);
     st->span_id = dd_span_id_string(r->pool, st->trace);
 }
@@ -291,6 +293,27 @@ static int peer_trusted(const dd_srv_conf_t *c, request_rec *r)
         if (apr_ipsubnet_test(nets[i], r->connection->client_addr))
             return 1;
     return 0;
+}
+
+static void apply_tags(dd_trace_t *t, const apr_array_header_t *tags)
+{
+    const dd_meta_t *m = (const dd_meta_t *)tags->elts;
+    for (int i = 0; i < tags->nelts; i++) {
+        dd_span_set_meta(t->server, m[i].key, m[i].value);
+        if (t->inferred)
+            dd_span_set_meta(t->inferred, m[i].key, m[i].value);
+    }
+}
+
+/* The trace's sampling decision, once, with the tags of the directory the request runs in. */
+static void decide(dd_req_state_t *st, const dd_dir_conf_t *d)
+{
+    if (st->decided)
+        return;
+    if (d->tags)
+        apply_tags(st->trace, d->tags);
+    dd_trace_sample(st->trace, &st->tc, child.limiter, child.rates, dd_now_ns());
+    st->decided = 1;
 }
 
 static int post_read_request(request_rec *r)
@@ -372,20 +395,11 @@ static int fixups(request_rec *r)
     }
     if (r != first)
         set_correlation(r, st);
+    decide(st, d);
     dd_trace_inject_input(st->trace, st->trusted ? st->inbound.tracestate : NULL, &in);
     if (dd_inject(r->pool, r->headers_in, styles(), &in))
         dd_span_set_meta(dd_trace_root(st->trace), "_dd.propagation_error", "inject_max_size");
     return DECLINED;
-}
-
-static void apply_tags(dd_trace_t *t, const apr_array_header_t *tags)
-{
-    const dd_meta_t *m = (const dd_meta_t *)tags->elts;
-    for (int i = 0; i < tags->nelts; i++) {
-        dd_span_set_meta(t->server, m[i].key, m[i].value);
-        if (t->inferred)
-            dd_span_set_meta(t->inferred, m[i].key, m[i].value);
-    }
 }
 
 static int log_transaction(request_rec *r)
@@ -406,6 +420,7 @@ static int log_transaction(request_rec *r)
 
     if (d->tags)
         apply_tags(st->trace, d->tags);
+    decide(st, d); /* a request that ended before fixups (400, 401, 403 ...) */
     dd_trace_finish(st->trace, dd_now_ns(), last->status,
                     last->status_line ? last->status_line : ap_get_status_line(last->status),
                     apr_table_get(last->notes, "error-notes"));

@@ -17,6 +17,8 @@
 #include "dd_span.h"
 #include "mod_dd_proxy.h"
 
+APLOG_USE_MODULE(dd_proxy);
+
 dd_env_conf_t dd_proxy_env;
 int dd_proxy_any_trace_on;
 

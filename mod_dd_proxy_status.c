@@ -15,6 +15,8 @@
 
 #include "mod_dd_proxy.h"
 
+APLOG_USE_MODULE(dd_proxy);
+
 /* The counters live in anonymous shared memory made once, before the first children fork, and
  * kept across graceful restarts (ap_retained_data), so every child adds to the same numbers.
  * Until then (or if shared memory is refused) they count in this process only. */

@@ -228,8 +228,9 @@ static void set_error(dd_extracted_t *x, const char *err)
 
 /* ---- datadog --------------------------------------------------------------------------- */
 
-/* x-datadog-tags: "k=v,k=v" (OWS around members tolerated). All or nothing: one bad member
- * and no tag is kept. Only _dd.p.* keys are kept; _dd.p.tid becomes trace_id_high. */
+/* x-datadog-tags: "k=v,k=v". All or nothing: one bad member and no tag is kept. Only _dd.p.*
+ * keys are kept; _dd.p.tid becomes trace_id_high. Blanks around a member are tolerated, but
+ * not ", ": that is how httpd joins a repeated header, and two tag sets are not one. */
 static void parse_dd_tags(apr_pool_t *p, const char *s, dd_extracted_t *x)
 {
     size_t n = strlen(s);
@@ -244,6 +245,10 @@ static void parse_dd_tags(apr_pool_t *p, const char *s, dd_extracted_t *x)
     trim(&s, &n);
     if (n == 0)
         return;
+    if (strstr(s, ", ")) {
+        set_error(x, "decoding_error");
+        return;
+    }
     for (size_t pos = 0; pos <= n;) {
         size_t end = pos + find(s + pos, n - pos, ',');
         const char *m = s + pos;

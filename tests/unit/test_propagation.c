@@ -156,12 +156,20 @@ static void test_datadog_tags(void)
     CHECK_STR(tag(&x, "_dd.p.tid"), NULL);
     CHECK_STR(x.propagation_error, NULL);
 
-    /* OWS around members (httpd joins repeats with ", ") */
+    /* blanks around a member are tolerated ... */
     CHECK(dd(hdrs("x-datadog-trace-id", "1", "x-datadog-parent-id", "2", "x-datadog-tags",
-                  "_dd.p.a=1 , _dd.p.b=x y", NULL),
+                  "_dd.p.a=1 ,_dd.p.b=x y", NULL),
              &x));
     CHECK_STR(tag(&x, "_dd.p.a"), "1");
     CHECK_STR(tag(&x, "_dd.p.b"), "x y");
+    /* ... but ", " is a repeated header joined by httpd: no tags, the ids continue */
+    memset(&x, 0, sizeof(x));
+    CHECK(dd(hdrs("x-datadog-trace-id", "1", "x-datadog-parent-id", "2", "x-datadog-tags",
+                  "_dd.p.dm=-4, _dd.p.big=1", NULL),
+             &x));
+    CHECK(x.ctx.tags == NULL);
+    CHECK_STR(x.propagation_error, "decoding_error");
+    CHECK_U64(x.ctx.trace_id_low, 1);
 
     /* a repeated key: the last one counts; a blank header is no tags and no error */
     CHECK(dd(hdrs("x-datadog-trace-id", "1", "x-datadog-parent-id", "2", "x-datadog-tags",
