@@ -179,7 +179,8 @@ static size_t payload_send(dd_flusher_t *f, long timeout_ms)
     dd_stats_add(&st->bytes_sent, len);
     if (f->conf.rates != NULL && body != NULL && body_len > 0) {
         unsigned rejected = 0;
-        dd_rates_update_json(f->conf.rates, body, body_len, &rejected);
+        if (dd_rates_update_json(f->conf.rates, body, body_len, &rejected) != 0)
+            rejected++; /* not a JSON object at all: one answer ignored */
         dd_stats_add(&st->agent_rates_rejected, rejected);
     }
     return n;

@@ -428,6 +428,13 @@ static void test_rates(void)
     CHECK(dd_rates_lookup(rates, "other", NULL, &rate) == 1 && rate == 0.75);
     CHECK_U64(dd_stats_get(&r.stats.agent_rates_rejected), 2);
 
+    /* A garbage answer is ignored (the rates stay) and counted. */
+    fake.body = "<html>not json";
+    push(&r, 3, 10);
+    CHECK_U64(dd_flusher_drain_once(f, 100), 1);
+    CHECK(dd_rates_lookup(rates, "web", "prod", &rate) == 1 && rate == 0.25);
+    CHECK_U64(dd_stats_get(&r.stats.agent_rates_rejected), 3);
+
     /* A failed send's body is not read. */
     fake.fail = 1;
     fake.body = "{\"rate_by_service\":{\"service:web,env:prod\":0.5}}";
