@@ -122,7 +122,7 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
                                apr_pstrcat(p, "arn:aws:apigateway:", gw->region, "::/",
                                            gw->kind == DD_GW_AWS_HTTPAPI ? "apis/" : "restapis/",
                                            gw->api_id, NULL),
-                               DD_CAP_PATH, &truncated));
+                               DD_CAP_VALUE, &truncated));
     if (gw->user && conf->user_tag)
         dd_span_set_meta(s, "aws_user", gw->user);
     if (req->user_agent)

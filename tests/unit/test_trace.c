@@ -300,10 +300,20 @@ static void test_clean_request(void)
     r.path = long_path;
     r.user_agent = "bad\xff";
     dd_trace_t *t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    double v = 0;
     CHECK(strlen(t->server->resource) <= 4096);
     CHECK(strlen(dd_span_get_meta(t->server, "http.url")) <= 4096);
+
+    /* the ARN is a value, not a path: 1 KiB even when built from two 1 KiB values */
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    char *big = apr_palloc(pool, 1025);
+    memset(big, 'r', 1024);
+    big[1024] = '\0';
+    g.region = g.api_id = big;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(strlen(dd_span_get_meta(t->inferred, "dd_resource_key")) <= 1024);
+    CHECK(dd_span_get_metric(t->inferred, "_dd.proxy.truncated", &v) && v == 1);
     CHECK_STR(dd_span_get_meta(t->server, "http.useragent"), "bad\xef\xbf\xbd");
-    double v = 0;
     CHECK(dd_span_get_metric(t->server, "_dd.proxy.truncated", &v) && v == 1);
 }
 
