@@ -19,6 +19,11 @@ Fault modes (set `agent.mode`, a plain attribute; `set_mode()` also sets the par
   "refuse"    close the listening socket, so connections are refused (for TCP the port stays
               reserved by nobody; set another mode to listen again on the same address)
 The request is decoded, checked and recorded in every mode except "refuse" (nothing arrives).
+
+Load tests: with `agent.defer = True`, requests answered in mode "ok" are only stored (raw) and
+answered at once, so a slow Python decoder cannot make the agent the bottleneck;
+`process_deferred()` decodes, checks and records them afterwards (`deferred_count` tells how
+many wait).
 """
 
 import json
@@ -187,6 +192,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # quiet
         pass
 
+    def setup(self):
+        super().setup()
+        with self.server.agent._lock:
+            self.server.agent._conns.add(self.connection)
+
+    def finish(self):
+        with self.server.agent._lock:
+            self.server.agent._conns.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
     def address_string(self):
         return "unix" if not isinstance(self.client_address, tuple) else self.client_address[0]
 
@@ -229,6 +247,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"error": "not found"}')
             return
         mode = agent.mode
+        if mode == "refuse" or self.server is not agent._server:
+            # the agent went away while this (kept-alive) connection was open: drop it
+            self.close_connection = True
+            return
+        if mode == "ok" and agent.defer:
+            agent._defer(self.command, self.path, self.headers, body, clen)
+            self._send(200, json.dumps({"rate_by_service": agent.rate_by_service}).encode())
+            return
         chunks, problems = check_payload(self.headers, body, clen)
         agent._record(Payload(self.command, self.path, self.headers, body, chunks, problems, mode))
         stall = self.headers.get("X-Datadog-Test-Stall-Seconds")
@@ -259,13 +285,23 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = _handle
 
 
+def _quiet_handle_error(server, request, client_address):
+    """The module gave up on a stalled answer (its timeout): not worth a traceback."""
+    import sys
+    if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        return
+    socketserver.BaseServer.handle_error(server, request, client_address)
+
+
 class _TCPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    handle_error = _quiet_handle_error
 
 
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    handle_error = _quiet_handle_error
 
     def server_bind(self):
         if os.path.exists(self.server_address):
@@ -288,6 +324,9 @@ class CaptureAgent:
         self.stall_seconds = 5.0
         self.status_code = 500
         self._mode = "ok"
+        self.defer = False
+        self._deferred = []
+        self._conns = set()  # open connections: stop() closes them too (kept-alive ones)
         self._lock = threading.Condition()
         self._server = None
         self._thread = None
@@ -307,11 +346,20 @@ class CaptureAgent:
         return self
 
     def stop(self):
+        """Stops listening and closes every open connection (a client's kept-alive connection
+        must not keep talking to an agent that is gone)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._thread.join(5)
             self._server = None
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self.unix_path and os.path.exists(self.unix_path):
             os.unlink(self.unix_path)
 
@@ -354,6 +402,7 @@ class CaptureAgent:
     def clear(self):
         with self._lock:
             self.payloads = []
+            self._deferred = []
             self.traces = []
             self.failures = []
             self.other_requests = []
@@ -364,6 +413,40 @@ class CaptureAgent:
             self.traces.extend(payload.chunks)
             self.failures.extend(f"{payload.method} {payload.path}: {p}" for p in payload.problems)
             self._lock.notify_all()
+
+    def _defer(self, method, path, headers, body, clen):
+        with self._lock:
+            self._deferred.append((method, path, headers, body, clen, time.time()))
+            self._lock.notify_all()
+
+    @property
+    def deferred_count(self):
+        """Trace requests stored raw (agent.defer) and not processed yet."""
+        with self._lock:
+            return len(self._deferred)
+
+    def deferred_trace_count(self):
+        """Sum of X-Datadog-Trace-Count over the deferred requests (no decoding)."""
+        with self._lock:
+            raw = list(self._deferred)
+        n = 0
+        for _, _, headers, _, _, _ in raw:
+            try:
+                n += int(headers.get("X-Datadog-Trace-Count", "0"))
+            except ValueError:
+                pass
+        return n
+
+    def process_deferred(self):
+        """Decodes, checks and records the requests stored while agent.defer was set."""
+        with self._lock:
+            raw, self._deferred = self._deferred, []
+        for method, path, headers, body, clen, when in raw:
+            chunks, problems = check_payload(headers, body, clen)
+            p = Payload(method, path, headers, body, chunks, problems, "ok")
+            p.time = when
+            self._record(p)
+        return len(raw)
 
     def _record_other(self, method, path, headers, body):
         with self._lock:

@@ -72,3 +72,57 @@ def gateway_headers(proxy="aws-apigateway", time_ms=None, method="GET", path=Non
 
 def span_end(span):
     return span["start"] + span["duration"]
+
+
+# --- the module's own counters and the server's children (CONTRACT 7; load/fault tests) -------
+
+STATUS_PATH = "/dd-status"
+
+
+def status_location(path=STATUS_PATH):
+    """Config for the module's JSON counters at path, itself not traced (so it does not count)."""
+    return (f"<Location {path}>\n    SetHandler dd-proxy-status\n    DDTrace Off\n"
+            "</Location>\n")
+
+
+def counters(h, path=STATUS_PATH, port=None):
+    """The module's counters (dict from `SetHandler dd-proxy-status`), on a fresh connection."""
+    import requests  # local: helpers stays importable without it
+    r = requests.get(f"http://127.0.0.1:{port or h.port}{path}", timeout=10,
+                     headers={"User-Agent": "ddtest-status", "Connection": "close"})
+    assert r.status_code == 200, f"{path}: {r.status_code} {r.text[:200]}"
+    return r.json()
+
+
+def child_pids(h):
+    """Pids of the running httpd's children (processes whose parent is the master)."""
+    import os
+    master = h.proc.pid if h.proc is not None else None
+    out = []
+    if master is None:
+        return out
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == master:
+            out.append(int(name))
+    return sorted(out)
+
+
+def vm_rss_kb(pid):
+    """VmRSS of a process in KiB (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
