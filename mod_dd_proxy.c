@@ -327,6 +327,13 @@ static int post_read_request(request_rec *r)
     if (r->main || r->prev)
         return DECLINED; /* subrequests and internal redirects belong to the first request */
 
+    if (d->trace == 0 && !dd_proxy_any_trace_on) {
+        /* tracing is off here and nowhere switched back on: only the stripping applies */
+        if (inferred && c->strip != 0)
+            dd_gateway_strip(r->headers_in);
+        return DECLINED;
+    }
+
     st = apr_pcalloc(r->pool, sizeof(*st));
     if (inferred) {
         gst = dd_gateway_parse(r->pool, r->headers_in, apr_time_as_msec(r->request_time), &st->gw);
@@ -335,8 +342,6 @@ static int post_read_request(request_rec *r)
         if (c->strip != 0)
             dd_gateway_strip(r->headers_in);
     }
-    if (d->trace == 0 && !dd_proxy_any_trace_on)
-        return DECLINED; /* tracing is off here and nowhere switched back on */
 
     if (gst == DD_GW_OK)
         dd_stats_add(&dd_proxy_stats->inferred_spans, 1);

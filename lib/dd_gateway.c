@@ -71,11 +71,9 @@ static void unwrap(const char **s, size_t *len)
     *len = n;
 }
 
-/* Reads an optional header: NULL when absent or empty, else the unwrapped, cleaned value. */
-static const char *optional(apr_pool_t *p, const apr_table_t *h, const char *name, size_t cap,
-                            int *truncated)
+/* An optional header's value: NULL when absent or empty, else unwrapped and cleaned. */
+static const char *optional(apr_pool_t *p, const char *v, size_t cap, int *truncated)
 {
-    const char *v = apr_table_get(h, name);
     size_t n;
     if (!v)
         return NULL;
@@ -88,15 +86,85 @@ static const char *optional(apr_pool_t *p, const apr_table_t *h, const char *nam
     return dd_str_clean(p, v, n, cap, truncated);
 }
 
+/* The x-dd-proxy* headers, found in one pass over the table. apr_table_get() once per name
+ * would scan the table eleven times, and since APR's key checksum covers only the first four
+ * bytes ("x-dd"), every one of those scans strcasecmp()s every x-dd-proxy* header. */
+enum {
+    H_PROXY,
+    H_TIME,
+    H_METHOD,
+    H_PATH,
+    H_RESOURCE_PATH,
+    H_DOMAIN,
+    H_STAGE,
+    H_REGION,
+    H_ACCOUNT,
+    H_API,
+    H_USER,
+    H_COUNT
+};
+
+static const struct {
+    const char *suffix; /* after "x-dd-proxy" */
+    size_t len;
+} header_names[H_COUNT] = {
+    [H_PROXY] = {"", 0},
+    [H_TIME] = {"-request-time-ms", 16},
+    [H_METHOD] = {"-httpmethod", 11},
+    [H_PATH] = {"-path", 5},
+    [H_RESOURCE_PATH] = {"-resource-path", 14},
+    [H_DOMAIN] = {"-domain-name", 12},
+    [H_STAGE] = {"-stage", 6},
+    [H_REGION] = {"-region", 7},
+    [H_ACCOUNT] = {"-account-id", 11},
+    [H_API] = {"-api-id", 7},
+    [H_USER] = {"-user", 5},
+};
+
+/* "x-dd-proxy..." in any case. The first four bytes are checked inline, so the other headers
+ * (X-Forwarded-For, X-Request-Id ...) cost a few instructions, not a strncasecmp call. */
+static int is_dd_proxy_header(const char *k)
+{
+    return k && (k[0] | 0x20) == 'x' && k[1] == '-' && (k[2] | 0x20) == 'd' &&
+           (k[3] | 0x20) == 'd' && strncasecmp(k + 4, "-proxy", 6) == 0;
+}
+
+/* Fills v[] with the first value of each header (as apr_table_get would). */
+static void find_headers(const apr_table_t *h, const char *v[H_COUNT])
+{
+    const apr_array_header_t *arr = apr_table_elts(h);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+
+    for (int j = 0; j < H_COUNT; j++)
+        v[j] = NULL;
+    for (int i = 0; i < arr->nelts; i++) {
+        const char *k = e[i].key;
+        size_t n;
+        if (!is_dd_proxy_header(k))
+            continue;
+        n = strlen(k + 10);
+        for (int j = 0; j < H_COUNT; j++) {
+            if (header_names[j].len == n && strcasecmp(k + 10, header_names[j].suffix) == 0) {
+                if (!v[j])
+                    v[j] = e[i].val;
+                break;
+            }
+        }
+    }
+}
+
 dd_gw_status_t dd_gateway_parse(apr_pool_t *p, const apr_table_t *h, int64_t now_ms,
                                 dd_gateway_t *gw)
 {
-    const char *proxy = apr_table_get(h, "x-dd-proxy");
-    const char *time = apr_table_get(h, "x-dd-proxy-request-time-ms");
+    const char *v[H_COUNT];
+    const char *proxy, *time;
     size_t plen, tlen;
     uint64_t ms;
     int kind = -1;
 
+    find_headers(h, v);
+    proxy = v[H_PROXY];
+    time = v[H_TIME];
     if (!proxy)
         return time ? DD_GW_NO_PROXY : DD_GW_ABSENT;
     plen = strlen(proxy);
@@ -129,34 +197,39 @@ dd_gw_status_t dd_gateway_parse(apr_pool_t *p, const apr_table_t *h, int64_t now
     memset(gw, 0, sizeof(*gw));
     gw->kind = (dd_gw_kind_t)kind;
     gw->request_time_ms = (int64_t)ms;
-    gw->method = optional(p, h, "x-dd-proxy-httpmethod", DD_CAP_VALUE, &gw->truncated);
-    gw->path = optional(p, h, "x-dd-proxy-path", DD_CAP_PATH, &gw->truncated);
-    gw->resource_path = optional(p, h, "x-dd-proxy-resource-path", DD_CAP_PATH, &gw->truncated);
-    gw->domain = optional(p, h, "x-dd-proxy-domain-name", DD_CAP_VALUE, &gw->truncated);
-    gw->stage = optional(p, h, "x-dd-proxy-stage", DD_CAP_VALUE, &gw->truncated);
-    gw->region = optional(p, h, "x-dd-proxy-region", DD_CAP_VALUE, &gw->truncated);
-    gw->account_id = optional(p, h, "x-dd-proxy-account-id", DD_CAP_VALUE, &gw->truncated);
-    gw->api_id = optional(p, h, "x-dd-proxy-api-id", DD_CAP_VALUE, &gw->truncated);
-    gw->user = optional(p, h, "x-dd-proxy-user", DD_CAP_VALUE, &gw->truncated);
+    gw->method = optional(p, v[H_METHOD], DD_CAP_VALUE, &gw->truncated);
+    gw->path = optional(p, v[H_PATH], DD_CAP_PATH, &gw->truncated);
+    gw->resource_path = optional(p, v[H_RESOURCE_PATH], DD_CAP_PATH, &gw->truncated);
+    gw->domain = optional(p, v[H_DOMAIN], DD_CAP_VALUE, &gw->truncated);
+    gw->stage = optional(p, v[H_STAGE], DD_CAP_VALUE, &gw->truncated);
+    gw->region = optional(p, v[H_REGION], DD_CAP_VALUE, &gw->truncated);
+    gw->account_id = optional(p, v[H_ACCOUNT], DD_CAP_VALUE, &gw->truncated);
+    gw->api_id = optional(p, v[H_API], DD_CAP_VALUE, &gw->truncated);
+    gw->user = optional(p, v[H_USER], DD_CAP_VALUE, &gw->truncated);
     return DD_GW_OK;
 }
 
 void dd_gateway_strip(apr_table_t *h)
 {
-    /* Unsetting removes every entry with that name, so rescan until none is left; a request
-     * has few headers and this runs once per request. */
-    for (;;) {
-        const apr_array_header_t *arr = apr_table_elts(h);
-        const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
-        const char *victim = NULL;
-        for (int i = 0; i < arr->nelts; i++) {
-            if (e[i].key && strncasecmp(e[i].key, "x-dd-proxy", 10) == 0) {
-                victim = e[i].key;
-                break;
-            }
-        }
-        if (!victim)
-            return;
-        apr_table_unset(h, victim);
-    }
+    /* One pass, and only when there is something to remove: the table is emptied and the
+     * other entries are added back in their order (the same key and value strings). Removing
+     * them one by one with apr_table_unset() would rescan, compact and reindex the whole table
+     * once per x-dd-proxy* header. */
+    const apr_array_header_t *arr = apr_table_elts(h);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+    apr_table_entry_t stack[64], *keep;
+    int n = arr->nelts, first = -1, kept = 0;
+
+    for (int i = 0; i < n && first < 0; i++)
+        if (is_dd_proxy_header(e[i].key))
+            first = i;
+    if (first < 0)
+        return;
+    keep = n <= 64 ? stack : apr_palloc(arr->pool, sizeof(*keep) * (size_t)n);
+    for (int i = 0; i < n; i++)
+        if (i < first || !is_dd_proxy_header(e[i].key))
+            keep[kept++] = e[i];
+    apr_table_clear(h);
+    for (int i = 0; i < kept; i++)
+        apr_table_addn(h, keep[i].key, keep[i].val);
 }

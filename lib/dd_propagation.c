@@ -172,6 +172,12 @@ static const char *header_one(const apr_table_t *h, const char *name, int *repea
     const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
     const char *found = NULL;
     int n = 0;
+    if (repeated)
+        *repeated = 0;
+    /* Most requests carry no context at all: apr_table_get's checksum index says "absent"
+     * without comparing names, and only a present header needs the scan for a repeat. */
+    if (!apr_table_get(h, name))
+        return NULL;
     for (int i = 0; i < arr->nelts; i++) {
         if (e[i].key && e[i].val && slice_ieq(e[i].key, strlen(e[i].key), name)) {
             found = e[i].val;
@@ -700,8 +706,8 @@ static int inject_datadog(apr_pool_t *p, apr_table_t *h, const dd_inject_t *in)
     sbuf_t tags;
     char hex[17];
 
-    apr_table_set(h, "x-datadog-trace-id", apr_psprintf(p, "%" APR_UINT64_T_FMT, in->trace_id_low));
-    apr_table_set(h, "x-datadog-parent-id", apr_psprintf(p, "%" APR_UINT64_T_FMT, in->span_id));
+    apr_table_set(h, "x-datadog-trace-id", dd_u64_to_dec(p, in->trace_id_low));
+    apr_table_set(h, "x-datadog-parent-id", dd_u64_to_dec(p, in->span_id));
     if (decided(in))
         apr_table_set(h, "x-datadog-sampling-priority", apr_itoa(p, in->priority));
     else

@@ -8,6 +8,13 @@
 
 #include <string.h>
 
+/* Keys are mostly string literals, so the same pointer usually means the same key, and two
+ * different keys usually differ in their first byte: strcmp only runs when both fail. */
+static inline int same_key(const char *a, const char *b)
+{
+    return a == b || (a[0] == b[0] && strcmp(a, b) == 0);
+}
+
 dd_span_t *dd_span_create(apr_pool_t *p)
 {
     dd_span_t *s = apr_pcalloc(p, sizeof(*s));
@@ -17,11 +24,20 @@ dd_span_t *dd_span_create(apr_pool_t *p)
     return s;
 }
 
+void dd_span_add_meta(dd_span_t *s, const char *key, const char *value)
+{
+    if (value) {
+        dd_meta_t *n = apr_array_push(s->meta);
+        n->key = key;
+        n->value = value;
+    }
+}
+
 void dd_span_set_meta(dd_span_t *s, const char *key, const char *value)
 {
     dd_meta_t *m = (dd_meta_t *)s->meta->elts;
     for (int i = 0; i < s->meta->nelts; i++) {
-        if (strcmp(m[i].key, key) == 0) {
+        if (same_key(m[i].key, key)) {
             if (value) {
                 m[i].value = value;
             } else {
@@ -42,7 +58,7 @@ const char *dd_span_get_meta(const dd_span_t *s, const char *key)
 {
     const dd_meta_t *m = (const dd_meta_t *)s->meta->elts;
     for (int i = 0; i < s->meta->nelts; i++)
-        if (strcmp(m[i].key, key) == 0)
+        if (same_key(m[i].key, key))
             return m[i].value;
     return NULL;
 }
@@ -51,7 +67,7 @@ void dd_span_set_metric(dd_span_t *s, const char *key, double value)
 {
     dd_metric_t *m = (dd_metric_t *)s->metrics->elts;
     for (int i = 0; i < s->metrics->nelts; i++) {
-        if (strcmp(m[i].key, key) == 0) {
+        if (same_key(m[i].key, key)) {
             m[i].value = value;
             return;
         }
@@ -65,7 +81,7 @@ int dd_span_get_metric(const dd_span_t *s, const char *key, double *value)
 {
     const dd_metric_t *m = (const dd_metric_t *)s->metrics->elts;
     for (int i = 0; i < s->metrics->nelts; i++) {
-        if (strcmp(m[i].key, key) == 0) {
+        if (same_key(m[i].key, key)) {
             *value = m[i].value;
             return 1;
         }

@@ -40,6 +40,10 @@ typedef struct dd_span {
 
 dd_span_t *dd_span_create(apr_pool_t *p);
 
+/* Appends a meta tag whose key the span does not have yet (a fresh span's own tags): no
+ * search. A NULL value adds nothing. */
+void dd_span_add_meta(dd_span_t *s, const char *key, const char *value);
+
 /* Sets (or replaces) a meta tag. A NULL value removes the tag. */
 void dd_span_set_meta(dd_span_t *s, const char *key, const char *value);
 const char *dd_span_get_meta(const dd_span_t *s, const char *key);

@@ -54,17 +54,19 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     s->service = conf->service;
     s->resource = clean(p, apr_pstrcat(p, method, " ", path, NULL), DD_CAP_PATH, &truncated);
     s->start = req->start_ns;
-    dd_span_set_meta(s, "component", "httpd");
-    dd_span_set_meta(s, "span.kind", "server");
-    dd_span_set_meta(s, "http.method", method);
-    dd_span_set_meta(s, "http.url",
+    /* A fresh span: its own tags are appended without a search (the keys are distinct);
+     * set_common_meta's tags, which may repeat one of them, replace as usual. */
+    dd_span_add_meta(s, "component", "httpd");
+    dd_span_add_meta(s, "span.kind", "server");
+    dd_span_add_meta(s, "http.method", method);
+    dd_span_add_meta(s, "http.url",
                      clean(p, server_url(p, &cleaned, path), DD_CAP_PATH, &truncated));
     if (req->user_agent)
-        dd_span_set_meta(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
+        dd_span_add_meta(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
     if (req->client_ip)
-        dd_span_set_meta(s, "http.client_ip", req->client_ip);
+        dd_span_add_meta(s, "http.client_ip", req->client_ip);
     if (gw && gw->resource_path)
-        dd_span_set_meta(s, "http.route", gw->resource_path);
+        dd_span_add_meta(s, "http.route", gw->resource_path);
     set_common_meta(s, conf);
     if (truncated)
         dd_span_set_metric(s, "_dd.proxy.truncated", 1);
@@ -95,38 +97,38 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     if (s->start > req->start_ns)
         s->start = req->start_ns; /* the gateway's clock is ahead: never a negative gap */
 
-    dd_span_set_meta(s, "component", dd_gateway_component(gw->kind));
-    dd_span_set_meta(s, "span.kind", "server");
+    dd_span_add_meta(s, "component", dd_gateway_component(gw->kind));
+    dd_span_add_meta(s, "span.kind", "server");
     if (gw->method)
-        dd_span_set_meta(s, "http.method", gw->method);
+        dd_span_add_meta(s, "http.method", gw->method);
     if (gw->domain)
-        dd_span_set_meta(
+        dd_span_add_meta(
             s, "http.url",
             clean(p, apr_pstrcat(p, "https://", gw->domain, gw->path ? gw->path : "", NULL),
                   DD_CAP_PATH, &truncated));
     else if (gw->path)
-        dd_span_set_meta(s, "http.url", gw->path);
+        dd_span_add_meta(s, "http.url", gw->path);
     if (gw->resource_path)
-        dd_span_set_meta(s, "http.route", gw->resource_path);
+        dd_span_add_meta(s, "http.route", gw->resource_path);
     if (gw->stage)
-        dd_span_set_meta(s, "stage", gw->stage);
+        dd_span_add_meta(s, "stage", gw->stage);
     if (gw->region)
-        dd_span_set_meta(s, "region", gw->region);
+        dd_span_add_meta(s, "region", gw->region);
     if (gw->account_id)
-        dd_span_set_meta(s, "account_id", gw->account_id);
+        dd_span_add_meta(s, "account_id", gw->account_id);
     if (gw->api_id)
-        dd_span_set_meta(s, "apiid", gw->api_id);
+        dd_span_add_meta(s, "apiid", gw->api_id);
     if (gw->region && gw->api_id && gw->kind != DD_GW_AZURE_APIM)
-        dd_span_set_meta(s, "dd_resource_key",
+        dd_span_add_meta(s, "dd_resource_key",
                          clean(p,
                                apr_pstrcat(p, "arn:aws:apigateway:", gw->region, "::/",
                                            gw->kind == DD_GW_AWS_HTTPAPI ? "apis/" : "restapis/",
                                            gw->api_id, NULL),
                                DD_CAP_VALUE, &truncated));
     if (gw->user && conf->user_tag)
-        dd_span_set_meta(s, "aws_user", gw->user);
+        dd_span_add_meta(s, "aws_user", gw->user);
     if (req->user_agent)
-        dd_span_set_meta(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
+        dd_span_add_meta(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
     set_common_meta(s, conf);
     dd_span_set_metric(s, "_dd.inferred_span", 1);
     if (truncated)
@@ -293,10 +295,10 @@ const char *dd_trace_id_string(apr_pool_t *p, const dd_trace_t *t)
         dd_u64_to_hex16(s->trace_id, out + 16);
         return out;
     }
-    return apr_psprintf(p, "%" APR_UINT64_T_FMT, (apr_uint64_t)s->trace_id);
+    return dd_u64_to_dec(p, s->trace_id);
 }
 
 const char *dd_span_id_string(apr_pool_t *p, const dd_trace_t *t)
 {
-    return apr_psprintf(p, "%" APR_UINT64_T_FMT, (apr_uint64_t)t->server->span_id);
+    return dd_u64_to_dec(p, t->server->span_id);
 }

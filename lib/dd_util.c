@@ -98,6 +98,21 @@ int dd_parse_u64_hex(const char *s, size_t len, uint64_t *out)
     return 1;
 }
 
+char *dd_u64_to_dec(apr_pool_t *p, uint64_t v)
+{
+    char tmp[20], *out;
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    out = apr_palloc(p, n + 1);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+    return out;
+}
+
 void dd_u64_to_hex16(uint64_t v, char out[17])
 {
     static const char digits[] = "0123456789abcdef";
@@ -146,7 +161,23 @@ const char *dd_str_clean(apr_pool_t *p, const char *s, size_t len, size_t cap, i
     size_t i = 0, clean_len = 0;
     int dirty = 0;
 
-    /* Fast path: most values are short ASCII and come back as they are. */
+    /* Fastest path: most values are short ASCII and come back as they are. Eight bytes at a
+     * time, no per-byte call: ASCII is valid UTF-8, so only the length matters. */
+    if (len <= cap) {
+        uint64_t w;
+        for (; i + 8 <= len; i += 8) {
+            memcpy(&w, u + i, 8);
+            if (w & 0x8080808080808080ULL)
+                break;
+        }
+        while (i < len && u[i] < 0x80)
+            i++;
+        if (i == len)
+            return s;
+        clean_len = i; /* what was scanned is ASCII; validate the rest below */
+    }
+
+    /* Fast path: valid UTF-8 within the cap comes back as it is. */
     while (i < len) {
         size_t n = utf8_seq_len(u + i, len - i);
         if (n == 0) {

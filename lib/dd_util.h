@@ -21,6 +21,10 @@ int dd_parse_u64_dec(const char *s, size_t len, uint64_t *out);
 /* Parses exactly len hex digits (1..16, either case). Returns 1 on success. */
 int dd_parse_u64_hex(const char *s, size_t len, uint64_t *out);
 
+/* v in decimal, allocated in p (what apr_psprintf("%" APR_UINT64_T_FMT) gives, without the
+ * formatter). */
+char *dd_u64_to_dec(apr_pool_t *p, uint64_t v);
+
 /* Writes v as 16 lowercase hex digits plus NUL into out[17]. */
 void dd_u64_to_hex16(uint64_t v, char out[17]);
 
