@@ -126,3 +126,16 @@ def vm_rss_kb(pid):
     except OSError:
         return None
     return None
+
+
+def access_log_traced(h):
+    """Access log lines of traced requests (a 32-hex %{dd.trace_id}n). mod_log_config writes a
+    line after the module counted the request, so requests_traced == this count means every
+    request answered so far is also counted (the response goes out before either)."""
+    import re
+    n = 0
+    for line in h.access_log_lines():
+        parts = line.rsplit(" ", 2)
+        if len(parts) == 3 and re.fullmatch(r"[0-9a-f]{32}", parts[1]):
+            n += 1
+    return n

@@ -25,7 +25,8 @@ import requests
 
 import conftest
 from capture_agent import CaptureAgent
-from helpers import counters, dump, gateway_headers, one_chunk, status_location, unique_ua
+from helpers import (access_log_traced, counters, dump, gateway_headers, one_chunk,
+                     status_location, unique_ua)
 from httpd import make_shared_dir, valgrind_on
 
 # The module's warn lines are allowed here; every test checks them itself (once per child).
@@ -133,12 +134,14 @@ def latency(h, n=LATENCY_SAMPLES):
 # --- counters and logs ---------------------------------------------------------------------
 
 def settled(h, timeout=15.0):
-    """Counters once every queued chunk was sent or dropped (the queue is empty)."""
+    """Counters once every request answered so far is counted (a response goes out before the
+    request is logged and counted) and every queued chunk was sent or dropped."""
     deadline = time.monotonic() + timeout
     while True:
         c = counters(h)
         d = c["chunks_dropped"]
-        if c["chunks_queued"] == c["chunks_sent"] + d["agent_error"] + d["encode_error"]:
+        if c["chunks_queued"] == c["chunks_sent"] + d["agent_error"] + d["encode_error"] and \
+                c["requests_traced"] == access_log_traced(h):
             return c
         if time.monotonic() > deadline:
             pytest.fail(f"chunks still queued after {timeout}s: {dump(c)}", pytrace=False)
