@@ -19,6 +19,8 @@
 #include "ap_release.h"
 #include "mod_status.h"
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -64,6 +66,11 @@ static struct {
     server_rec *server;
     apr_uint32_t last_error_log; /* apr_time_sec of the last agent error logged */
     apr_uint32_t last_reject_log;
+    /* Child exit: closing turns log_transaction away from the queue; inflight counts the
+     * requests between their check of closing and the end of their push, so child_cleanup
+     * frees the queue only when no request thread can still be touching it. */
+    atomic_bool closing;
+    atomic_uint inflight;
 } child;
 
 static int agent_send(void *ctx, const char *payload, size_t len, size_t ntraces, long timeout_ms,
@@ -103,18 +110,27 @@ static void on_agent_error(void *ctx, long http_status, const char *error)
 
 static apr_status_t child_cleanup(void *data)
 {
+    int busy;
     (void)data;
+    atomic_store(&child.closing, true);
     if (child.flusher)
         dd_flusher_stop(child.flusher);
     child.flusher = NULL;
+    /* A request thread still in log_transaction (an MPM that did not join it, or a frame a
+     * signal handler interrupted) may be pushing: wait a little, and if it is still there
+     * leave the queue to the process exit rather than free it under its feet. */
+    for (int i = 0; i < 100 && atomic_load(&child.inflight) != 0; i++)
+        apr_sleep(apr_time_from_msec(1));
+    busy = atomic_load(&child.inflight) != 0;
     if (child.agent)
         dd_agent_destroy(child.agent);
     child.agent = NULL;
     free(child.last_result.body);
     child.last_result.body = NULL;
-    if (child.queue)
+    if (child.queue && !busy) {
         dd_queue_destroy(child.queue);
-    child.queue = NULL;
+        child.queue = NULL;
+    }
     if (child.rates)
         dd_rates_destroy(child.rates);
     child.rates = NULL;
@@ -407,13 +423,33 @@ static int fixups(request_rec *r)
     return DECLINED;
 }
 
+/* log_transaction's part on the queue, between its inflight increment and decrement. */
+static void push_chunk(dd_req_state_t *st)
+{
+    char *chunk;
+    size_t len;
+
+    if (dd_trace_encode(st->trace, &chunk, &len) != 0) {
+        dd_stats_add(&dd_proxy_stats->chunks_dropped[DD_DROP_ENCODE_ERROR], 1);
+        return;
+    }
+    if (dd_queue_push(child.queue, chunk, len) != DD_QUEUE_OK) {
+        free(chunk);
+        dd_stats_add(&dd_proxy_stats->chunks_dropped[DD_DROP_QUEUE_FULL], 1);
+        if (child.flusher)
+            dd_flusher_wake(child.flusher);
+        return;
+    }
+    dd_stats_add(&dd_proxy_stats->chunks_queued, 1);
+    if (child.flusher && dd_queue_count(child.queue) > dd_queue_max_items(child.queue) / 2)
+        dd_flusher_wake(child.flusher);
+}
+
 static int log_transaction(request_rec *r)
 {
     dd_req_state_t *st = ap_get_module_config(r->request_config, &dd_proxy_module);
     request_rec *last = r;
     dd_dir_conf_t *d;
-    char *chunk;
-    size_t len;
 
     if (!st || r->main)
         return DECLINED;
@@ -431,22 +467,13 @@ static int log_transaction(request_rec *r)
                     apr_table_get(last->notes, "error-notes"));
     dd_stats_add(&dd_proxy_stats->requests_traced, 1);
 
-    if (!child.queue)
-        return DECLINED;
-    if (dd_trace_encode(st->trace, &chunk, &len) != 0) {
-        dd_stats_add(&dd_proxy_stats->chunks_dropped[DD_DROP_ENCODE_ERROR], 1);
-        return DECLINED;
-    }
-    if (dd_queue_push(child.queue, chunk, len) != DD_QUEUE_OK) {
-        free(chunk);
-        dd_stats_add(&dd_proxy_stats->chunks_dropped[DD_DROP_QUEUE_FULL], 1);
-        if (child.flusher)
-            dd_flusher_wake(child.flusher);
+    atomic_fetch_add(&child.inflight, 1); /* seq_cst, before the load of closing */
+    if (atomic_load(&child.closing) || !child.queue) {
+        atomic_fetch_sub(&child.inflight, 1);
         return DECLINED;
     }
-    dd_stats_add(&dd_proxy_stats->chunks_queued, 1);
-    if (child.flusher && dd_queue_count(child.queue) > dd_queue_max_items(child.queue) / 2)
-        dd_flusher_wake(child.flusher);
+    push_chunk(st);
+    atomic_fetch_sub(&child.inflight, 1);
     return DECLINED;
 }
 

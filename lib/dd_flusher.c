@@ -395,9 +395,19 @@ int dd_flusher_start(apr_pool_t *p, const dd_flusher_conf_t *conf, dd_flusher_t 
         *out = NULL;
         return rv;
     }
-    /* The thread starts with every signal blocked, so signals meant for the process (httpd's
-     * SIGTERM, SIGHUP...) go to the threads that expect them, never to this one. */
+    /* The thread starts with every asynchronous signal blocked, so signals meant for the
+     * process (httpd's SIGTERM, SIGHUP...) go to the threads that expect them, never to this
+     * one. Synchronous signals stay unblocked (as apr_setup_signal_thread does): a fault here
+     * must reach the installed handler (AddressSanitizer's report, httpd's core dump); a
+     * blocked SIGSEGV is forced to its default action and the process just dies silently. */
     sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGABRT);
+    sigdelset(&all, SIGTRAP);
+    sigdelset(&all, SIGSYS);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     rv = apr_thread_create(&f->thread, NULL, flusher_main, f, p);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
