@@ -46,6 +46,30 @@ def one_chunk_where(agent, pred, what, timeout=5.0, settle=0.3):
     return chunks[0]
 
 
+def collect(agent, uas, timeout=5.0, settle=0.3):
+    """{ua: chunk} for requests made with these User-Agents: each must arrive exactly once."""
+    uas = list(uas)
+
+    def index(a):
+        found = {ua: [] for ua in uas}
+        for chunk in a.traces:
+            for ua in {(s.get("meta") or {}).get("http.useragent") for s in chunk}:
+                if ua in found:
+                    found[ua].append(chunk)
+        return found
+
+    agent.wait_for(lambda a: all(index(a).values()), timeout)
+    time.sleep(settle)
+    with agent._lock:
+        found = index(agent)
+    missing = [ua for ua, c in found.items() if not c]
+    assert not missing, f"no trace arrived for {len(missing)} requests: {missing[:5]}; " \
+                        f"agent saw {agent.counts}"
+    dup = {ua: c for ua, c in found.items() if len(c) != 1}
+    assert not dup, f"several traces for one request:\n{dump(dup)}"
+    return {ua: c[0] for ua, c in found.items()}
+
+
 def server_span(chunk):
     return by_name(chunk, SERVER_SPAN)
 

@@ -23,7 +23,8 @@ import time
 
 import pytest
 
-from helpers import (SERVER_SPAN, by_name, dump, gateway_headers, server_span, unique_ua)
+from helpers import (SERVER_SPAN, by_name, collect, dump, gateway_headers, server_span,
+                     unique_ua)
 from httpd import vhost
 
 DEFAULT = ("datadog", "tracecontext")
@@ -112,29 +113,6 @@ def send(h, path, headers=(), port=None, method="GET"):
         return resp.status, resp.read(), ua
     finally:
         conn.close()
-
-
-def collect(agent, uas, timeout=5.0, settle=0.3):
-    """{ua: chunk} for requests made with these User-Agents: each must arrive exactly once."""
-    uas = list(uas)
-
-    def index(a):
-        found = {ua: [] for ua in uas}
-        for chunk in a.traces:
-            for ua in {(s.get("meta") or {}).get("http.useragent") for s in chunk}:
-                if ua in found:
-                    found[ua].append(chunk)
-        return found
-
-    agent.wait_for(lambda a: all(index(a).values()), timeout)
-    time.sleep(settle)
-    with agent._lock:
-        found = index(agent)
-    missing = [ua for ua, c in found.items() if not c]
-    assert not missing, f"no trace arrived for {missing}; agent saw {agent.counts}"
-    dup = {ua: c for ua, c in found.items() if len(c) != 1}
-    assert not dup, f"several traces for one request:\n{dump(dup)}"
-    return {ua: c[0] for ua, c in found.items()}
 
 
 def request(h, agent, backend, headers=(), path="/api/prop", port=None, method="GET"):

@@ -26,7 +26,7 @@ import pytest
 
 import conftest
 from capture_agent import CaptureAgent
-from helpers import SERVER_SPAN, by_name, dump, gateway_headers, unique_ua
+from helpers import SERVER_SPAN, by_name, collect, dump, gateway_headers, unique_ua
 from httpd import vhost
 
 # The single-process httpd under prefork (MaxRequestWorkers 1) tells us that it is full.
@@ -151,29 +151,6 @@ def send(h, path="/api/s", headers=(), port=None):
         return resp.status, resp.read(), ua
     finally:
         conn.close()
-
-
-def collect(agent, uas, timeout=5.0, settle=0.3):
-    """{ua: chunk} for requests made with these User-Agents: each must arrive exactly once."""
-    uas = list(uas)
-
-    def index(a):
-        found = {ua: [] for ua in uas}
-        for chunk in a.traces:
-            for ua in {(s.get("meta") or {}).get("http.useragent") for s in chunk}:
-                if ua in found:
-                    found[ua].append(chunk)
-        return found
-
-    agent.wait_for(lambda a: all(index(a).values()), timeout)
-    time.sleep(settle)
-    with agent._lock:
-        found = index(agent)
-    missing = [ua for ua, c in found.items() if not c]
-    assert not missing, f"no trace arrived for {len(missing)} requests; agent saw {agent.counts}"
-    dup = {ua: c for ua, c in found.items() if len(c) != 1}
-    assert not dup, f"several traces for one request:\n{dump(dup)}"
-    return {ua: c[0] for ua, c in found.items()}
 
 
 def ctx(trace_id, parent=1, **extra):
