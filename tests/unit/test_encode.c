@@ -153,6 +153,151 @@ static void test_control_characters(void)
     free(out);
 }
 
+/* The reference: msgpack-c's own msgpack_packer writing into an sbuffer, with the escape rule
+ * applied byte by byte. dd_encode_chunk() must give exactly these bytes. */
+static void ref_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = s ? strlen(s) : 0, out = 0;
+    char *esc = malloc(n * 6 + 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            if (c == '\n' || c == '\r') {
+                esc[out++] = '\\';
+                esc[out++] = c == '\n' ? 'n' : 'r';
+            } else {
+                out += (size_t)sprintf(esc + out, "\\u%04x", c);
+            }
+        } else {
+            esc[out++] = (char)c;
+        }
+    }
+    msgpack_pack_str(pk, out);
+    msgpack_pack_str_body(pk, esc, out);
+    free(esc);
+}
+
+#define REF_KEY(pk, k) ref_str((pk), (k))
+
+static void ref_span(msgpack_packer *pk, const dd_span_t *s)
+{
+    const dd_meta_t *meta = (const dd_meta_t *)s->meta->elts;
+    const dd_metric_t *metrics = (const dd_metric_t *)s->metrics->elts;
+    msgpack_pack_map(pk, 12);
+    REF_KEY(pk, "trace_id");
+    msgpack_pack_uint64(pk, s->trace_id);
+    REF_KEY(pk, "span_id");
+    msgpack_pack_uint64(pk, s->span_id);
+    REF_KEY(pk, "parent_id");
+    msgpack_pack_uint64(pk, s->parent_id);
+    REF_KEY(pk, "name");
+    ref_str(pk, s->name);
+    REF_KEY(pk, "service");
+    ref_str(pk, s->service);
+    REF_KEY(pk, "resource");
+    ref_str(pk, s->resource);
+    REF_KEY(pk, "type");
+    ref_str(pk, s->type);
+    REF_KEY(pk, "start");
+    msgpack_pack_int64(pk, s->start);
+    REF_KEY(pk, "duration");
+    msgpack_pack_int64(pk, s->duration < 0 ? 0 : s->duration);
+    REF_KEY(pk, "error");
+    msgpack_pack_int32(pk, s->error);
+    REF_KEY(pk, "meta");
+    msgpack_pack_map(pk, (size_t)s->meta->nelts);
+    for (int i = 0; i < s->meta->nelts; i++) {
+        ref_str(pk, meta[i].key);
+        ref_str(pk, meta[i].value);
+    }
+    REF_KEY(pk, "metrics");
+    msgpack_pack_map(pk, (size_t)s->metrics->nelts);
+    for (int i = 0; i < s->metrics->nelts; i++) {
+        ref_str(pk, metrics[i].key);
+        msgpack_pack_double(pk, metrics[i].value);
+    }
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* A string whose length crosses msgpack's str header sizes and whose bytes mix ASCII, tab,
+ * every control character, DEL, UTF-8 and raw high bytes, placed at every offset of a word. */
+static const char *rnd_str(void)
+{
+    static const size_t lens[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64,
+                                  255, 256, 257, 1000, 65535, 65536, 70000};
+    size_t n = rnd() % 8 == 0 ? lens[rnd() % (sizeof(lens) / sizeof(lens[0]))] : rnd() % 48;
+    unsigned kind = (unsigned)(rnd() % 4);
+    char *s = apr_palloc(pool, n + 1);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t r = rnd();
+        if (kind == 0 || r % 16 != 0)
+            s[i] = (char)(' ' + r % 95); /* printable, '~' included; DEL below */
+        else
+            s[i] = (char)(1 + (r >> 8) % 255); /* any byte but NUL */
+    }
+    s[n] = '\0';
+    return s;
+}
+
+static void test_same_bytes_as_msgpack_packer(void)
+{
+    int same = 0, runs = 3000;
+    for (int r = 0; r < runs; r++) {
+        apr_pool_t *p;
+        apr_pool_create(&p, pool);
+        apr_pool_t *saved = pool;
+        pool = p;
+        size_t n = 1 + rnd() % 3;
+        dd_span_t *spans[3];
+        for (size_t i = 0; i < n; i++) {
+            dd_span_t *s = dd_span_create(p);
+            s->trace_id = rnd() >> (rnd() % 64);
+            s->span_id = rnd() >> (rnd() % 64);
+            s->parent_id = rnd() % 3 == 0 ? 0 : rnd();
+            s->name = rnd_str();
+            s->service = rnd() % 5 == 0 ? NULL : rnd_str();
+            s->resource = rnd_str();
+            s->type = rnd_str();
+            s->start = (int64_t)rnd() >> (rnd() % 64);
+            s->duration = (int64_t)rnd() >> (rnd() % 64);
+            s->error = (int32_t)(rnd() >> (32 + rnd() % 32));
+            for (int m = (int)(rnd() % 40); m > 0; m--)
+                dd_span_add_meta(s, rnd_str(), rnd_str());
+            for (int m = (int)(rnd() % 6); m > 0; m--)
+                dd_span_set_metric(s, rnd_str(), (double)(int64_t)rnd() / (double)(rnd() | 1));
+            spans[i] = s;
+        }
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, n);
+        for (size_t i = 0; i < n; i++)
+            ref_span(&pk, spans[i]);
+        char *out = NULL;
+        size_t len = 0;
+        if (dd_encode_chunk(spans, n, &out, &len) == 0 && len == sb.size &&
+            memcmp(out, sb.data, len) == 0)
+            same++;
+        else
+            fprintf(stderr, "run %d: %zu bytes, reference %zu\n", r, len, sb.size);
+        free(out);
+        msgpack_sbuffer_destroy(&sb);
+        pool = saved;
+        apr_pool_destroy(p);
+    }
+    CHECK(same == runs);
+}
+
 static void test_array_header(void)
 {
     unsigned char h[5];
@@ -177,6 +322,7 @@ int main(void)
     test_big_chunk();
     test_control_characters();
     test_array_header();
+    test_same_bytes_as_msgpack_packer();
     apr_pool_destroy(pool);
     apr_terminate();
     UNIT_DONE();
