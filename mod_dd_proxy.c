@@ -315,9 +315,9 @@ static void apply_tags(dd_trace_t *t, const apr_array_header_t *tags)
 {
     const dd_meta_t *m = (const dd_meta_t *)tags->elts;
     for (int i = 0; i < tags->nelts; i++) {
-        dd_span_set_meta(t->server, m[i].key, m[i].value);
+        dd_span_put_meta(t->server, &m[i]); /* lengths measured at configuration */
         if (t->inferred)
-            dd_span_set_meta(t->inferred, m[i].key, m[i].value);
+            dd_span_put_meta(t->inferred, &m[i]);
     }
 }
 

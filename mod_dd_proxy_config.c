@@ -202,8 +202,8 @@ static const char *set_tag(cmd_parms *cmd, void *dirv, const char *key, const ch
     if (!d->tags)
         d->tags = apr_array_make(cmd->pool, 4, sizeof(dd_meta_t));
     m = apr_array_push(d->tags);
-    m->key = key;
-    m->value = value;
+    *m = (dd_meta_t){key, value, 0, 0};
+    dd_meta_measure(m);
     return NULL;
 }
 
@@ -393,8 +393,8 @@ static apr_array_header_t *parse_dd_tags(apr_pool_t *p, const char *s)
             continue;
         *colon = '\0';
         m = apr_array_push(tags);
-        m->key = tok;
-        m->value = colon + 1;
+        *m = (dd_meta_t){tok, colon + 1, 0, 0};
+        dd_meta_measure(m);
     }
     return tags;
 }

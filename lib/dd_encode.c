@@ -73,27 +73,83 @@ static inline int needs_escape(unsigned char c)
     return (c < 0x20 && c != '\t') || c == 0x7f;
 }
 
-/* Whether s[0..n) holds a byte needs_escape() is true for. Eight bytes at a time: a word
- * with no byte below 0x20 (tab included, so tab words take the byte loop) and none equal to
- * 0x7f is clean; the test has no false negatives. */
-static int has_control(const unsigned char *s, size_t n)
+static inline uint64_t load64(const unsigned char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+static inline uint64_t load32(const unsigned char *p)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+    return x;
+}
+
+/* Whether a word may hold a byte below 0x20 (tab included) or equal to 0x7f: no false
+ * negatives; a hit is checked byte by byte. */
+static inline int word_suspect(uint64_t x)
 {
     const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x, del;
-        memcpy(&x, s + i, 8);
-        del = x ^ (0x7f * ones);
-        if (((x - 0x20 * ones) & ~x & highs) | ((del - ones) & ~del & highs)) {
-            for (size_t j = i; j < i + 8; j++)
-                if (needs_escape(s[j]))
-                    return 1;
-        }
+    uint64_t del = x ^ (0x7f * ones);
+    return (((x - 0x20 * ones) & ~x) | ((del - ones) & ~del)) & highs ? 1 : 0;
+}
+
+/* Whether s[0..n) holds a byte needs_escape() is true for. Whole words only, never reading
+ * outside s[0..n): the last word of a long string overlaps the one before it, and a short
+ * string is gathered into one word (padded with spaces). */
+static int has_control(const unsigned char *s, size_t n)
+{
+    uint64_t x;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8)
+            if (word_suspect(load64(s + i)))
+                goto bytewise;
+        x = load64(s + n - 8);
+    } else if (n >= 4) {
+        x = load32(s) | load32(s + n - 4) << 32;
+    } else if (n > 0) {
+        x = s[0] | (uint64_t)s[n / 2] << 8 | (uint64_t)s[n - 1] << 16 | 0x2020202020000000ULL;
+    } else {
+        return 0;
     }
-    for (; i < n; i++)
+    if (!word_suspect(x))
+        return 0;
+bytewise:
+    for (size_t i = 0; i < n; i++)
         if (needs_escape(s[i]))
             return 1;
     return 0;
+}
+
+/* A string body: short ones (most tags) copied with two overlapping word moves instead of a
+ * call to memcpy. */
+static inline void put_body(buf_t *b, const char *s, size_t n)
+{
+    unsigned char *d;
+    if (n > 16 || b->cap - b->len < 16) {
+        buf_put(b, s, n);
+        return;
+    }
+    d = b->data + b->len;
+    if (n >= 8) {
+        uint64_t head = load64((const unsigned char *)s),
+                 tail = load64((const unsigned char *)s + n - 8);
+        memcpy(d, &head, 8);
+        memcpy(d + n - 8, &tail, 8);
+    } else if (n >= 4) {
+        uint32_t head, tail;
+        memcpy(&head, s, 4);
+        memcpy(&tail, s + n - 4, 4);
+        memcpy(d, &head, 4);
+        memcpy(d + n - 4, &tail, 4);
+    } else if (n > 0) {
+        d[0] = (unsigned char)s[0];
+        d[n / 2] = (unsigned char)s[n / 2];
+        d[n - 1] = (unsigned char)s[n - 1];
+    }
+    b->len += n;
 }
 
 static void pack_escaped(buf_t *b, const char *s, size_t n)
@@ -134,7 +190,19 @@ static void pack_str(buf_t *b, const char *s)
         return;
     }
     mp_str(b, n);
-    mp_str_body(b, s, n);
+    put_body(b, s, n);
+}
+
+/* A string whose length is known and which has no control characters (dd_meta_t's klen and
+ * vlen), else (n == 0) one the encoder measures and checks. */
+static inline void pack_known(buf_t *b, const char *s, uint32_t n)
+{
+    if (!n) {
+        pack_str(b, s);
+        return;
+    }
+    mp_str(b, n);
+    put_body(b, s, n);
 }
 
 /* A key the encoder writes itself: a literal with no control characters. */
@@ -169,8 +237,8 @@ static void pack_span(buf_t *b, const dd_span_t *s)
     KEY(b, "meta");
     mp_map(b, (size_t)s->meta->nelts);
     for (int i = 0; i < s->meta->nelts; i++) {
-        pack_str(b, meta[i].key);
-        pack_str(b, meta[i].value);
+        pack_known(b, meta[i].key, meta[i].klen);
+        pack_known(b, meta[i].value, meta[i].vlen);
     }
     KEY(b, "metrics");
     mp_map(b, (size_t)s->metrics->nelts);

@@ -214,9 +214,7 @@ static void tag_set(apr_pool_t *p, apr_array_header_t **tags, const char *key, c
             return;
         }
     }
-    dd_meta_t *n = apr_array_push(*tags);
-    n->key = key;
-    n->value = value;
+    *(dd_meta_t *)apr_array_push(*tags) = (dd_meta_t){key, value, 0, 0};
 }
 
 static void extracted_init(dd_extracted_t *x, dd_style_t style)

@@ -24,22 +24,26 @@ dd_span_t *dd_span_create(apr_pool_t *p)
     return s;
 }
 
-void dd_span_add_meta(dd_span_t *s, const char *key, const char *value)
+void dd_span_add_meta_n(dd_span_t *s, const char *key, uint32_t klen, const char *value,
+                        uint32_t vlen)
 {
-    if (value) {
-        dd_meta_t *n = apr_array_push(s->meta);
-        n->key = key;
-        n->value = value;
-    }
+    if (value)
+        *(dd_meta_t *)apr_array_push(s->meta) = (dd_meta_t){key, value, klen, vlen};
 }
 
-void dd_span_set_meta(dd_span_t *s, const char *key, const char *value)
+void dd_span_add_meta(dd_span_t *s, const char *key, const char *value)
+{
+    dd_span_add_meta_n(s, key, 0, value, 0);
+}
+
+void dd_span_put_meta(dd_span_t *s, const dd_meta_t *tag)
 {
     dd_meta_t *m = (dd_meta_t *)s->meta->elts;
     for (int i = 0; i < s->meta->nelts; i++) {
-        if (same_key(m[i].key, key)) {
-            if (value) {
-                m[i].value = value;
+        if (same_key(m[i].key, tag->key)) {
+            if (tag->value) {
+                m[i].value = tag->value;
+                m[i].vlen = tag->vlen;
             } else {
                 memmove(&m[i], &m[i + 1], (size_t)(s->meta->nelts - i - 1) * sizeof(*m));
                 s->meta->nelts--;
@@ -47,11 +51,31 @@ void dd_span_set_meta(dd_span_t *s, const char *key, const char *value)
             return;
         }
     }
-    if (value) {
-        dd_meta_t *n = apr_array_push(s->meta);
-        n->key = key;
-        n->value = value;
+    if (tag->value)
+        *(dd_meta_t *)apr_array_push(s->meta) = *tag;
+}
+
+void dd_span_set_meta(dd_span_t *s, const char *key, const char *value)
+{
+    dd_meta_t m = {key, value, 0, 0};
+    dd_span_put_meta(s, &m);
+}
+
+static uint32_t clean_length(const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
     }
+    return n <= UINT32_MAX ? (uint32_t)n : 0;
+}
+
+void dd_meta_measure(dd_meta_t *m)
+{
+    m->klen = m->key ? clean_length(m->key) : 0;
+    m->vlen = m->value ? clean_length(m->value) : 0;
 }
 
 const char *dd_span_get_meta(const dd_span_t *s, const char *key)

@@ -12,10 +12,18 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 
+/* klen / vlen, when not 0, are the key's / value's length and say the string has no control
+ * characters (a literal, or a value checked once at configuration): the encoder copies it as
+ * it is. 0 means unknown: the encoder measures and checks the string itself. */
 typedef struct {
     const char *key;
     const char *value;
+    uint32_t klen;
+    uint32_t vlen;
 } dd_meta_t;
+
+/* A string literal as the (pointer, length) pair the _n functions take. */
+#define DD_LIT(s) ("" s ""), ((uint32_t)sizeof(s) - 1)
 
 typedef struct {
     const char *key;
@@ -43,9 +51,18 @@ dd_span_t *dd_span_create(apr_pool_t *p);
 /* Appends a meta tag whose key the span does not have yet (a fresh span's own tags): no
  * search. A NULL value adds nothing. */
 void dd_span_add_meta(dd_span_t *s, const char *key, const char *value);
+/* The same with the lengths (see dd_meta_t): dd_span_add_meta_n(s, DD_LIT("span.kind"),
+ * DD_LIT("server")), or a value of unknown length with vlen 0. */
+void dd_span_add_meta_n(dd_span_t *s, const char *key, uint32_t klen, const char *value,
+                        uint32_t vlen);
 
 /* Sets (or replaces) a meta tag. A NULL value removes the tag. */
 void dd_span_set_meta(dd_span_t *s, const char *key, const char *value);
+/* Sets (or replaces) a tag given as a dd_meta_t, lengths included. */
+void dd_span_put_meta(dd_span_t *s, const dd_meta_t *m);
+/* Fills m->klen and m->vlen when the strings are free of control characters (configuration
+ * time: the request path then copies them as they are). */
+void dd_meta_measure(dd_meta_t *m);
 const char *dd_span_get_meta(const dd_span_t *s, const char *key);
 
 /* Sets (or replaces) a metric. */

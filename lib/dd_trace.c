@@ -12,6 +12,13 @@
 #include <string.h>
 #include <apr_strings.h>
 
+/* A fresh span's own tags: literal keys (and values), appended without a search. */
+#define ADD(s, key, value) dd_span_add_meta_n((s), DD_LIT(key), (value), 0)
+#define ADD_LIT(s, key, value) dd_span_add_meta_n((s), DD_LIT(key), DD_LIT(value))
+/* Sets (or replaces) a tag with a literal key; vlen as in dd_meta_t. */
+#define SET(s, key, value, vlen)                                                                   \
+    dd_span_put_meta((s), &(dd_meta_t){"" key "", (value), sizeof(key) - 1, (vlen)})
+
 static const char *clean(apr_pool_t *p, const char *s, size_t cap, int *truncated)
 {
     return s ? dd_str_clean(p, s, strlen(s), cap, truncated) : NULL;
@@ -22,12 +29,12 @@ static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
     if (conf->tags) {
         const dd_meta_t *t = (const dd_meta_t *)conf->tags->elts;
         for (int i = 0; i < conf->tags->nelts; i++)
-            dd_span_set_meta(s, t[i].key, t[i].value);
+            dd_span_put_meta(s, &t[i]); /* lengths measured at configuration */
     }
     if (conf->env)
-        dd_span_set_meta(s, "env", conf->env);
+        SET(s, "env", conf->env, 0);
     if (conf->version)
-        dd_span_set_meta(s, "version", conf->version);
+        SET(s, "version", conf->version, 0);
 }
 
 static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *path)
@@ -56,17 +63,16 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     s->start = req->start_ns;
     /* A fresh span: its own tags are appended without a search (the keys are distinct);
      * set_common_meta's tags, which may repeat one of them, replace as usual. */
-    dd_span_add_meta(s, "component", "httpd");
-    dd_span_add_meta(s, "span.kind", "server");
-    dd_span_add_meta(s, "http.method", method);
-    dd_span_add_meta(s, "http.url",
-                     clean(p, server_url(p, &cleaned, path), DD_CAP_PATH, &truncated));
+    ADD_LIT(s, "component", "httpd");
+    ADD_LIT(s, "span.kind", "server");
+    ADD(s, "http.method", method);
+    ADD(s, "http.url", clean(p, server_url(p, &cleaned, path), DD_CAP_PATH, &truncated));
     if (req->user_agent)
-        dd_span_add_meta(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
+        ADD(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
     if (req->client_ip)
-        dd_span_add_meta(s, "http.client_ip", req->client_ip);
+        ADD(s, "http.client_ip", req->client_ip);
     if (gw && gw->resource_path)
-        dd_span_add_meta(s, "http.route", gw->resource_path);
+        ADD(s, "http.route", gw->resource_path);
     set_common_meta(s, conf);
     if (truncated)
         dd_span_set_metric(s, "_dd.proxy.truncated", 1);
@@ -97,38 +103,37 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     if (s->start > req->start_ns)
         s->start = req->start_ns; /* the gateway's clock is ahead: never a negative gap */
 
-    dd_span_add_meta(s, "component", dd_gateway_component(gw->kind));
-    dd_span_add_meta(s, "span.kind", "server");
+    ADD(s, "component", dd_gateway_component(gw->kind));
+    ADD_LIT(s, "span.kind", "server");
     if (gw->method)
-        dd_span_add_meta(s, "http.method", gw->method);
+        ADD(s, "http.method", gw->method);
     if (gw->domain)
-        dd_span_add_meta(
-            s, "http.url",
+        ADD(s, "http.url",
             clean(p, apr_pstrcat(p, "https://", gw->domain, gw->path ? gw->path : "", NULL),
                   DD_CAP_PATH, &truncated));
     else if (gw->path)
-        dd_span_add_meta(s, "http.url", gw->path);
+        ADD(s, "http.url", gw->path);
     if (gw->resource_path)
-        dd_span_add_meta(s, "http.route", gw->resource_path);
+        ADD(s, "http.route", gw->resource_path);
     if (gw->stage)
-        dd_span_add_meta(s, "stage", gw->stage);
+        ADD(s, "stage", gw->stage);
     if (gw->region)
-        dd_span_add_meta(s, "region", gw->region);
+        ADD(s, "region", gw->region);
     if (gw->account_id)
-        dd_span_add_meta(s, "account_id", gw->account_id);
+        ADD(s, "account_id", gw->account_id);
     if (gw->api_id)
-        dd_span_add_meta(s, "apiid", gw->api_id);
+        ADD(s, "apiid", gw->api_id);
     if (gw->region && gw->api_id && gw->kind != DD_GW_AZURE_APIM)
-        dd_span_add_meta(s, "dd_resource_key",
-                         clean(p,
-                               apr_pstrcat(p, "arn:aws:apigateway:", gw->region, "::/",
-                                           gw->kind == DD_GW_AWS_HTTPAPI ? "apis/" : "restapis/",
-                                           gw->api_id, NULL),
-                               DD_CAP_VALUE, &truncated));
+        ADD(s, "dd_resource_key",
+            clean(p,
+                  apr_pstrcat(p, "arn:aws:apigateway:", gw->region, "::/",
+                              gw->kind == DD_GW_AWS_HTTPAPI ? "apis/" : "restapis/", gw->api_id,
+                              NULL),
+                  DD_CAP_VALUE, &truncated));
     if (gw->user && conf->user_tag)
-        dd_span_add_meta(s, "aws_user", gw->user);
+        ADD(s, "aws_user", gw->user);
     if (req->user_agent)
-        dd_span_add_meta(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
+        ADD(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
     set_common_meta(s, conf);
     dd_span_set_metric(s, "_dd.inferred_span", 1);
     if (truncated)
@@ -171,17 +176,17 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
         s->trace_id = low;
         s->trace_id_high = high;
         if (t->parent.origin)
-            dd_span_set_meta(s, "_dd.origin", t->parent.origin);
+            SET(s, "_dd.origin", t->parent.origin, 0);
     }
     if (high) {
         char *hex = apr_palloc(p, 17);
         dd_u64_to_hex16(high, hex);
-        dd_span_set_meta(root, "_dd.p.tid", hex);
+        SET(root, "_dd.p.tid", hex, 16);
     }
     if (t->parent.tags) {
         const dd_meta_t *tag = (const dd_meta_t *)t->parent.tags->elts;
         for (int i = 0; i < t->parent.tags->nelts; i++)
-            dd_span_set_meta(root, tag[i].key, tag[i].value);
+            dd_span_put_meta(root, &tag[i]);
     }
     return t;
 }
@@ -222,10 +227,7 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     }
     /* The decision maker is propagated only with a keep, as Datadog tracers do. */
     if (d.priority > 0)
-        dd_span_set_meta(root, "_dd.p.dm",
-                         d.mechanism == 3   ? "-3"
-                         : d.mechanism == 1 ? "-1"
-                                            : "-0");
+        SET(root, "_dd.p.dm", d.mechanism == 3 ? "-3" : d.mechanism == 1 ? "-1" : "-0", 2);
 }
 
 void dd_trace_inject_input(const dd_trace_t *t, const char *tracestate, dd_inject_t *out)

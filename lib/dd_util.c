@@ -98,27 +98,48 @@ int dd_parse_u64_hex(const char *s, size_t len, uint64_t *out)
     return 1;
 }
 
+/* "00" "01" ... "99": two digits per division. */
+static const char dec_pairs[201] = "00010203040506070809101112131415161718192021222324"
+                                   "25262728293031323334353637383940414243444546474849"
+                                   "50515253545556575859606162636465666768697071727374"
+                                   "75767778798081828384858687888990919293949596979899";
+
 char *dd_u64_to_dec(apr_pool_t *p, uint64_t v)
 {
     char tmp[20], *out;
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    out = apr_palloc(p, n + 1);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    out[n] = '\0';
+    size_t i = sizeof(tmp);
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        tmp[--i] = dec_pairs[d + 1];
+        tmp[--i] = dec_pairs[d];
+    }
+    if (v >= 10) {
+        tmp[--i] = dec_pairs[v * 2 + 1];
+        tmp[--i] = dec_pairs[v * 2];
+    } else {
+        tmp[--i] = (char)('0' + v);
+    }
+    out = apr_palloc(p, sizeof(tmp) - i + 1);
+    memcpy(out, tmp + i, sizeof(tmp) - i);
+    out[sizeof(tmp) - i] = '\0';
     return out;
 }
 
 void dd_u64_to_hex16(uint64_t v, char out[17])
 {
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--) {
-        out[i] = digits[v & 0xF];
-        v >>= 4;
+    static const char hex_pairs[513] =
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+        "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+        "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+        "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+        "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+    for (int i = 14; i >= 0; i -= 2) {
+        memcpy(out + i, hex_pairs + (v & 0xFF) * 2, 2);
+        v >>= 8;
     }
     out[16] = '\0';
 }

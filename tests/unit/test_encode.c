@@ -270,8 +270,13 @@ static void test_same_bytes_as_msgpack_packer(void)
             s->start = (int64_t)rnd() >> (rnd() % 64);
             s->duration = (int64_t)rnd() >> (rnd() % 64);
             s->error = (int32_t)(rnd() >> (32 + rnd() % 32));
-            for (int m = (int)(rnd() % 40); m > 0; m--)
-                dd_span_add_meta(s, rnd_str(), rnd_str());
+            for (int m = (int)(rnd() % 40); m > 0; m--) {
+                /* Half with measured lengths (the encoder copies those as they are) */
+                dd_meta_t tag = {rnd_str(), rnd_str(), 0, 0};
+                if (rnd() % 2)
+                    dd_meta_measure(&tag);
+                dd_span_add_meta_n(s, tag.key, tag.klen, tag.value, tag.vlen);
+            }
             for (int m = (int)(rnd() % 6); m > 0; m--)
                 dd_span_set_metric(s, rnd_str(), (double)(int64_t)rnd() / (double)(rnd() | 1));
             spans[i] = s;

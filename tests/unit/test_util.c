@@ -25,6 +25,37 @@ static void test_parse(void)
     CHECK_STR(hex, "0123456789abcdef");
 }
 
+/* Ids as text: every power of ten and its neighbours, every nibble position, and random
+ * values, against printf. */
+static void test_format(apr_pool_t *p)
+{
+    uint64_t x = 0x9E3779B97F4A7C15ULL, pow10 = 1;
+    char want[32], hex[17];
+    int same = 0, runs = 0;
+    for (int i = 0; i < 3000; i++) {
+        uint64_t v;
+        if (i < 60) {
+            v = pow10 + (uint64_t)(i % 3) - 1; /* 10^k - 1, 10^k, 10^k + 1 */
+            if (i % 3 == 2 && pow10 <= UINT64_MAX / 10)
+                pow10 *= 10;
+        } else if (i < 124) {
+            v = (1ULL << (i - 60)) - (i & 1); /* 2^k and 2^k - 1 */
+        } else {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            v = x >> (x % 64);
+        }
+        snprintf(want, sizeof(want), "%" PRIu64, v);
+        same += strcmp(dd_u64_to_dec(p, v), want) == 0;
+        snprintf(want, sizeof(want), "%016" PRIx64, v);
+        dd_u64_to_hex16(v, hex);
+        same += strcmp(hex, want) == 0;
+        runs += 2;
+    }
+    CHECK(same == runs);
+    CHECK_STR(dd_u64_to_dec(p, 0), "0");
+    CHECK_STR(dd_u64_to_dec(p, UINT64_MAX), "18446744073709551615");
+}
+
 static void test_ids(void)
 {
     uint64_t seen_msb = 0;
@@ -71,6 +102,7 @@ int main(void)
     apr_pool_create(&p, NULL);
     test_parse();
     test_ids();
+    test_format(p);
     test_clean(p);
     apr_pool_destroy(p);
     apr_terminate();
