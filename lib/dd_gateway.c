@@ -12,6 +12,7 @@
 #include "dd_gateway.h"
 #include "dd_util.h"
 
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 #include <apr_strings.h>
@@ -121,12 +122,61 @@ static const struct {
     [H_USER] = {"-user", 5},
 };
 
-/* "x-dd-proxy..." in any case. The first four bytes are checked inline, so the other headers
- * (X-Forwarded-For, X-Request-Id ...) cost a few instructions, not a strncasecmp call. */
-static int is_dd_proxy_header(const char *k)
+static inline uint64_t load64(const char *p)
 {
-    return k && (k[0] | 0x20) == 'x' && k[1] == '-' && (k[2] | 0x20) == 'd' &&
-           (k[3] | 0x20) == 'd' && strncasecmp(k + 4, "-proxy", 6) == 0;
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+static inline uint64_t load32(const char *p)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+    return x;
+}
+
+/* Whether word a (from a header name) equals word b (lowercase letters and '-') in any case:
+ * the bytes where b has a letter (bit 6 set; '-' has it clear) are folded with | 0x20, which
+ * maps only 'A'..'Z' onto 'a'..'z'. */
+static inline int same_word(uint64_t a, uint64_t b)
+{
+    return (a | ((b & 0x4040404040404040ULL) >> 1)) == b;
+}
+
+/* Whether name (strlen(name) == n) equals lower (n bytes of lowercase letters and '-') in any
+ * case: a word at a time, the last word overlapping, never reading outside either string. */
+static int same_name(const char *name, const char *lower, size_t n)
+{
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8)
+            if (!same_word(load64(name + i), load64(lower + i)))
+                return 0;
+        return same_word(load64(name + n - 8), load64(lower + n - 8));
+    }
+    if (n >= 4)
+        return same_word(load32(name) | load32(name + n - 4) << 32,
+                         load32(lower) | load32(lower + n - 4) << 32);
+    for (size_t i = 0; i < n; i++)
+        if (!same_word((unsigned char)name[i], (unsigned char)lower[i]))
+            return 0;
+    return 1;
+}
+
+/* The length of an "x-dd-proxy..." name in any case, or -1. The first bytes are checked
+ * inline, so the other headers (Accept, X-Forwarded-For ...) cost a few instructions. */
+static inline ptrdiff_t dd_proxy_name_len(const char *k)
+{
+    size_t n;
+    if (!k || (k[0] | 0x20) != 'x' || k[1] != '-' || (k[2] | 0x20) != 'd')
+        return -1;
+    n = strlen(k);
+    return n >= 10 && same_name(k, "x-dd-proxy", 10) ? (ptrdiff_t)n : -1;
+}
+
+static inline int is_dd_proxy_header(const char *k)
+{
+    return dd_proxy_name_len(k) >= 0;
 }
 
 /* Fills v[] with the first value of each header (as apr_table_get would). */
@@ -138,13 +188,13 @@ static void find_headers(const apr_table_t *h, const char *v[H_COUNT])
     for (int j = 0; j < H_COUNT; j++)
         v[j] = NULL;
     for (int i = 0; i < arr->nelts; i++) {
-        const char *k = e[i].key;
+        ptrdiff_t len = dd_proxy_name_len(e[i].key);
         size_t n;
-        if (!is_dd_proxy_header(k))
+        if (len < 0)
             continue;
-        n = strlen(k + 10);
+        n = (size_t)len - 10; /* the suffix after "x-dd-proxy" */
         for (int j = 0; j < H_COUNT; j++) {
-            if (header_names[j].len == n && strcasecmp(k + 10, header_names[j].suffix) == 0) {
+            if (header_names[j].len == n && same_name(e[i].key + 10, header_names[j].suffix, n)) {
                 if (!v[j])
                     v[j] = e[i].val;
                 break;

@@ -4,6 +4,7 @@
 
 #include <apr_general.h>
 #include <apr_strings.h>
+#include <apr_lib.h>
 
 #define NOW_MS 1736973768000LL
 
@@ -175,6 +176,85 @@ static void test_caps(void)
     CHECK(gw.truncated == 1);
 }
 
+/* Header names match in any case and only exactly: every name in random case is found, and
+ * every name with one byte changed (to another token character, case aside) or with a byte
+ * added or removed is not, whatever its length. */
+static void test_name_matching(void)
+{
+    static const char *const names[] = {
+        "x-dd-proxy-httpmethod",  "x-dd-proxy-path",   "x-dd-proxy-resource-path",
+        "x-dd-proxy-domain-name", "x-dd-proxy-stage",  "x-dd-proxy-region",
+        "x-dd-proxy-account-id",  "x-dd-proxy-api-id", "x-dd-proxy-user"};
+    static const char tokens[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                 "0123456789-_.!#$%&'*+^`|~@[]{}\r";
+    uint64_t x = 0x2545F4914F6CDD1DULL;
+    int right = 0, runs = 0;
+    for (int r = 0; r < 20000; r++) {
+        size_t which = (size_t)(r % 9), n = strlen(names[which]);
+        char name[40];
+        int mutate = r % 3;
+        dd_gateway_t gw;
+        const char *got, **fields[9];
+        memcpy(name, names[which], n + 1);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            if (x & 1)
+                name[i] = (char)apr_toupper(name[i]);
+        }
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        if (mutate == 1) { /* one byte becomes another character (not the same letter) */
+            size_t at = (size_t)(x % n);
+            char c;
+            do {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                c = tokens[x % (sizeof(tokens) - 1)];
+            } while (apr_tolower(c) == apr_tolower(name[at]));
+            name[at] = c;
+        } else if (mutate == 2) { /* one byte more or one less at the end */
+            if (x & 2) {
+                name[n - 1] = '\0';
+            } else {
+                name[n] = 's';
+                name[n + 1] = '\0';
+            }
+        }
+        const char *kv[] = {"x-dd-proxy",
+                            "aws-apigateway",
+                            "x-dd-proxy-request-time-ms",
+                            "1736973768000",
+                            name,
+                            "v",
+                            NULL};
+        CHECK(parse(kv, &gw) == DD_GW_OK);
+        fields[0] = &gw.method, fields[1] = &gw.path, fields[2] = &gw.resource_path;
+        fields[3] = &gw.domain, fields[4] = &gw.stage, fields[5] = &gw.region;
+        fields[6] = &gw.account_id, fields[7] = &gw.api_id, fields[8] = &gw.user;
+        got = *fields[which];
+        right += mutate == 0 ? (got && strcmp(got, "v") == 0) : got == NULL;
+        runs++;
+        if (mutate == 0 ? !got : got != NULL)
+            fprintf(stderr, "name '%s' %s\n", name, got ? "matched" : "not matched");
+    }
+    CHECK(right == runs);
+
+    /* x-dd-proxy itself, in any case; near misses are not it */
+    const char *proxy_names[] = {"X-Dd-PrOxY", "x-dd-proxy", "X-DD-PROXY"};
+    const char *not_proxy[] = {"x-dd-prox", "x-dd-proxyy", "x_dd-proxy", "x-dd-pr0xy",
+                               "x-d-proxy", "x-dd\rproxy", "y-dd-proxy", "x-dd-proxz"};
+    for (size_t i = 0; i < 3; i++) {
+        const char *kv[] = {proxy_names[i], "aws-apigateway", "x-dd-proxy-request-time-ms",
+                            "1736973768000", NULL};
+        dd_gateway_t gw;
+        CHECK(parse(kv, &gw) == DD_GW_OK);
+    }
+    for (size_t i = 0; i < sizeof(not_proxy) / sizeof(not_proxy[0]); i++) {
+        const char *kv[] = {not_proxy[i], "aws-apigateway", "x-dd-proxy-request-time-ms",
+                            "1736973768000", NULL};
+        dd_gateway_t gw;
+        CHECK(parse(kv, &gw) == DD_GW_NO_PROXY);
+    }
+}
+
 static void test_strip(void)
 {
     const char *kv[] = {"X-DD-PROXY", "a", "x-dd-proxy-path", "/p", "x-dd-proxy-path",    "/q",
@@ -199,6 +279,7 @@ int main(void)
     test_rejections();
     test_caps();
     test_strip();
+    test_name_matching();
     apr_pool_destroy(pool);
     apr_terminate();
     UNIT_DONE();
