@@ -24,81 +24,99 @@ static const char *clean(apr_pool_t *p, const char *s, size_t cap, int *truncate
     return s ? dd_str_clean(p, s, strlen(s), cap, truncated) : NULL;
 }
 
+/* Joins n clean strings (valid UTF-8, as everything here is once cleaned) into one pool
+ * string. The result is valid UTF-8 too, so it only goes through dd_str_clean when it is
+ * longer than cap, to be cut on a character boundary. */
+static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
+                        const char *const *parts)
+{
+    size_t len[8], total = 0;
+    char *out, *o;
+    for (size_t i = 0; i < n; i++)
+        total += len[i] = strlen(parts[i]);
+    o = out = apr_palloc(p, total + 1);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(o, parts[i], len[i]);
+        o += len[i];
+    }
+    *o = '\0';
+    return total > cap ? dd_str_clean(p, out, total, cap, truncated) : out;
+}
+
+#define JOIN(p, cap, truncated, ...)                                                               \
+    join((p), (cap), (truncated), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),    \
+         (const char *[]){__VA_ARGS__})
+
+/* DDTag tags, then env and version (which win over a DDTag of the same name). */
 static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
 {
-    if (conf->tags) {
+    int tags = conf->tags && conf->tags->nelts > 0;
+    if (tags) {
         const dd_meta_t *t = (const dd_meta_t *)conf->tags->elts;
         for (int i = 0; i < conf->tags->nelts; i++)
             dd_span_put_meta(s, &t[i]); /* lengths measured at configuration */
     }
+    /* Without DDTag tags, no tag of the span can be named env or version yet. */
     if (conf->env)
-        SET(s, "env", conf->env, 0);
+        tags ? SET(s, "env", conf->env, 0) : ADD(s, "env", conf->env);
     if (conf->version)
-        SET(s, "version", conf->version, 0);
+        tags ? SET(s, "version", conf->version, 0) : ADD(s, "version", conf->version);
 }
 
-static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *path)
+static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *host,
+                              const char *path, int *truncated)
 {
+    char port[12];
     int default_port = req->port == 0 || (strcmp(req->scheme, "https") == 0 && req->port == 443) ||
                        (strcmp(req->scheme, "http") == 0 && req->port == 80);
     if (default_port)
-        return apr_pstrcat(p, req->scheme, "://", req->host, path, NULL);
-    return apr_psprintf(p, "%s://%s:%u%s", req->scheme, req->host, req->port, path);
+        return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, path);
+    apr_snprintf(port, sizeof(port), ":%u", req->port);
+    return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, port, path);
 }
 
 static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
-                                   const dd_request_info_t *req, const dd_gateway_t *gw)
+                                   const dd_request_info_t *req, const dd_gateway_t *gw,
+                                   const char *user_agent, int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
-    int truncated = 0;
-    const char *method = clean(p, req->method ? req->method : "GET", DD_CAP_VALUE, &truncated);
-    const char *path = clean(p, req->path ? req->path : "/", DD_CAP_PATH, &truncated);
-    const char *host = clean(p, req->host ? req->host : "localhost", DD_CAP_VALUE, &truncated);
-    dd_request_info_t cleaned = *req;
+    const char *method = clean(p, req->method ? req->method : "GET", DD_CAP_VALUE, truncated);
+    const char *path = clean(p, req->path ? req->path : "/", DD_CAP_PATH, truncated);
+    const char *host = clean(p, req->host ? req->host : "localhost", DD_CAP_VALUE, truncated);
 
-    cleaned.host = host;
     s->name = "httpd.request";
     s->service = conf->service;
-    s->resource = clean(p, apr_pstrcat(p, method, " ", path, NULL), DD_CAP_PATH, &truncated);
+    s->resource = JOIN(p, DD_CAP_PATH, truncated, method, " ", path);
     s->start = req->start_ns;
     /* A fresh span: its own tags are appended without a search (the keys are distinct);
      * set_common_meta's tags, which may repeat one of them, replace as usual. */
     ADD_LIT(s, "component", "httpd");
     ADD_LIT(s, "span.kind", "server");
     ADD(s, "http.method", method);
-    ADD(s, "http.url", clean(p, server_url(p, &cleaned, path), DD_CAP_PATH, &truncated));
-    if (req->user_agent)
-        ADD(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
+    ADD(s, "http.url", server_url(p, req, host, path, truncated));
+    if (user_agent)
+        ADD(s, "http.useragent", user_agent);
     if (req->client_ip)
         ADD(s, "http.client_ip", req->client_ip);
     if (gw && gw->resource_path)
         ADD(s, "http.route", gw->resource_path);
     set_common_meta(s, conf);
-    if (truncated)
-        dd_span_set_metric(s, "_dd.proxy.truncated", 1);
     return s;
 }
 
-static const char *join_resource(apr_pool_t *p, const char *method, const char *route,
-                                 const char *fallback)
-{
-    if (method && route)
-        return apr_pstrcat(p, method, " ", route, NULL);
-    if (method || route)
-        return method ? method : route;
-    return fallback;
-}
-
 static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
-                                     const dd_request_info_t *req, const dd_gateway_t *gw)
+                                     const dd_request_info_t *req, const dd_gateway_t *gw,
+                                     const char *user_agent, int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
-    int truncated = gw->truncated;
     const char *route = gw->resource_path ? gw->resource_path : gw->path;
 
     s->name = dd_gateway_span_name(gw->kind);
     s->service = gw->domain ? gw->domain : conf->service;
-    s->resource = clean(p, join_resource(p, gw->method, route, s->name), DD_CAP_PATH, &truncated);
+    if (gw->method && route)
+        s->resource = JOIN(p, DD_CAP_PATH, truncated, gw->method, " ", route);
+    else
+        s->resource = gw->method ? gw->method : route ? route : s->name;
     s->start = gw->request_time_ms * 1000000LL;
     if (s->start > req->start_ns)
         s->start = req->start_ns; /* the gateway's clock is ahead: never a negative gap */
@@ -109,8 +127,7 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         ADD(s, "http.method", gw->method);
     if (gw->domain)
         ADD(s, "http.url",
-            clean(p, apr_pstrcat(p, "https://", gw->domain, gw->path ? gw->path : "", NULL),
-                  DD_CAP_PATH, &truncated));
+            JOIN(p, DD_CAP_PATH, truncated, "https://", gw->domain, gw->path ? gw->path : ""));
     else if (gw->path)
         ADD(s, "http.url", gw->path);
     if (gw->resource_path)
@@ -125,19 +142,14 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         ADD(s, "apiid", gw->api_id);
     if (gw->region && gw->api_id && gw->kind != DD_GW_AZURE_APIM)
         ADD(s, "dd_resource_key",
-            clean(p,
-                  apr_pstrcat(p, "arn:aws:apigateway:", gw->region, "::/",
-                              gw->kind == DD_GW_AWS_HTTPAPI ? "apis/" : "restapis/", gw->api_id,
-                              NULL),
-                  DD_CAP_VALUE, &truncated));
+            JOIN(p, DD_CAP_VALUE, truncated, "arn:aws:apigateway:", gw->region, "::/",
+                 gw->kind == DD_GW_AWS_HTTPAPI ? "apis/" : "restapis/", gw->api_id));
     if (gw->user && conf->user_tag)
         ADD(s, "aws_user", gw->user);
-    if (req->user_agent)
-        ADD(s, "http.useragent", clean(p, req->user_agent, DD_CAP_VALUE, &truncated));
+    if (user_agent)
+        ADD(s, "http.useragent", user_agent);
     set_common_meta(s, conf);
     dd_span_set_metric(s, "_dd.inferred_span", 1);
-    if (truncated)
-        dd_span_set_metric(s, "_dd.proxy.truncated", 1);
     return s;
 }
 
@@ -147,6 +159,8 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
     dd_trace_t *t = apr_pcalloc(p, sizeof(*t));
     dd_span_t *root;
     uint64_t high, low;
+    const char *user_agent;
+    int ua_cut = 0, cut;
 
     t->pool = p;
     t->priority = DD_PRIORITY_UNSET;
@@ -160,10 +174,19 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
         low = dd_random_id(!conf->trace_id_128);
     }
 
-    t->server = make_server_span(p, conf, req, gw);
+    /* The user agent goes on both spans: cleaned once. A value cut to its cap marks the
+     * span that shows it with _dd.proxy.truncated. */
+    user_agent = clean(p, req->user_agent, DD_CAP_VALUE, &ua_cut);
+    cut = ua_cut;
+    t->server = make_server_span(p, conf, req, gw, user_agent, &cut);
+    if (cut)
+        dd_span_set_metric(t->server, "_dd.proxy.truncated", 1);
     t->server->span_id = dd_random_id(1);
     if (gw) {
-        t->inferred = make_inferred_span(p, conf, req, gw);
+        cut = ua_cut || gw->truncated;
+        t->inferred = make_inferred_span(p, conf, req, gw, user_agent, &cut);
+        if (cut)
+            dd_span_set_metric(t->inferred, "_dd.proxy.truncated", 1);
         t->inferred->span_id = dd_random_id(1);
         t->inferred->parent_id = t->parent.parent_id;
         t->server->parent_id = t->inferred->span_id;
@@ -181,7 +204,11 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
     if (high) {
         char *hex = apr_palloc(p, 17);
         dd_u64_to_hex16(high, hex);
-        SET(root, "_dd.p.tid", hex, 16);
+        /* only a DDTag tag can have that name yet */
+        if (conf->tags && conf->tags->nelts > 0)
+            SET(root, "_dd.p.tid", hex, 16);
+        else
+            ADD(root, "_dd.p.tid", hex);
     }
     if (t->parent.tags) {
         const dd_meta_t *tag = (const dd_meta_t *)t->parent.tags->elts;

@@ -315,6 +315,26 @@ static void test_clean_request(void)
     CHECK(dd_span_get_metric(t->inferred, "_dd.proxy.truncated", &v) && v == 1);
     CHECK_STR(dd_span_get_meta(t->server, "http.useragent"), "bad\xef\xbf\xbd");
     CHECK(dd_span_get_metric(t->server, "_dd.proxy.truncated", &v) && v == 1);
+
+    /* A user agent over the cap is cut once and marks both spans that show it; a long path
+     * of the request line marks only the server span. */
+    char *ua = apr_palloc(pool, 3001);
+    memset(ua, 'u', 3000);
+    ua[3000] = '\0';
+    r = request();
+    r.user_agent = ua;
+    g = gateway(DD_GW_AWS_APIGATEWAY);
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(strlen(dd_span_get_meta(t->server, "http.useragent")) == 1024);
+    CHECK(strlen(dd_span_get_meta(t->inferred, "http.useragent")) == 1024);
+    CHECK(dd_span_get_metric(t->server, "_dd.proxy.truncated", &v) && v == 1);
+    CHECK(dd_span_get_metric(t->inferred, "_dd.proxy.truncated", &v) && v == 1);
+    r = request();
+    r.path = long_path;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_metric(t->server, "_dd.proxy.truncated", &v) && v == 1);
+    CHECK(!dd_span_get_metric(t->inferred, "_dd.proxy.truncated", &v));
+    CHECK(strlen(dd_span_get_meta(t->server, "http.url")) <= 4096);
 }
 
 int main(void)
