@@ -704,14 +704,14 @@ static int inject_datadog(apr_pool_t *p, apr_table_t *h, const dd_inject_t *in)
     sbuf_t tags;
     char hex[17];
 
-    apr_table_set(h, "x-datadog-trace-id", dd_u64_to_dec(p, in->trace_id_low));
-    apr_table_set(h, "x-datadog-parent-id", dd_u64_to_dec(p, in->span_id));
+    apr_table_setn(h, "x-datadog-trace-id", dd_u64_to_dec(p, in->trace_id_low));
+    apr_table_setn(h, "x-datadog-parent-id", dd_u64_to_dec(p, in->span_id));
     if (decided(in))
-        apr_table_set(h, "x-datadog-sampling-priority", apr_itoa(p, in->priority));
+        apr_table_setn(h, "x-datadog-sampling-priority", apr_itoa(p, in->priority));
     else
         apr_table_unset(h, "x-datadog-sampling-priority");
     if (in->origin && valid_origin(in->origin, strlen(in->origin)))
-        apr_table_set(h, "x-datadog-origin", in->origin);
+        apr_table_setn(h, "x-datadog-origin", in->origin);
     else
         apr_table_unset(h, "x-datadog-origin");
 
@@ -737,7 +737,7 @@ static int inject_datadog(apr_pool_t *p, apr_table_t *h, const dd_inject_t *in)
         apr_table_unset(h, "x-datadog-tags");
         return tags.len > DD_TAGS_MAX_BYTES;
     }
-    apr_table_set(h, "x-datadog-tags", tags.s);
+    apr_table_setn(h, "x-datadog-tags", tags.s);
     return 0;
 }
 
@@ -759,16 +759,18 @@ static void ts_encode(sbuf_t *b, const char *s, const char *banned)
 
 static void inject_tracecontext(apr_pool_t *p, apr_table_t *h, const dd_inject_t *in)
 {
-    char hi[17], lo[17], span[17];
+    /* 00-<32 hex trace id>-<16 hex span id>-<flags> */
+    char *tp = apr_palloc(p, 56), *span = tp + 36;
     sbuf_t ts, pair;
     int members = 1;
 
-    dd_u64_to_hex16(in->trace_id_high, hi);
-    dd_u64_to_hex16(in->trace_id_low, lo);
+    memcpy(tp, "00-", 3);
+    dd_u64_to_hex16(in->trace_id_high, tp + 3);
+    dd_u64_to_hex16(in->trace_id_low, tp + 19);
+    tp[35] = '-';
     dd_u64_to_hex16(in->span_id, span);
-    apr_table_set(h, "traceparent",
-                  apr_pstrcat(p, "00-", hi, lo, "-", span, "-",
-                              decided(in) && in->priority > 0 ? "01" : "00", NULL));
+    memcpy(tp + 52, decided(in) && in->priority > 0 ? "-01" : "-00", 4);
+    apr_table_setn(h, "traceparent", tp);
 
     sb_init(&ts, p, TS_DD_MAX_BYTES);
     sb_puts(&ts, "dd=");
@@ -778,7 +780,7 @@ static void inject_tracecontext(apr_pool_t *p, apr_table_t *h, const dd_inject_t
         sb_put(&ts, ";", 1);
     }
     sb_puts(&ts, "p:");
-    sb_puts(&ts, span);
+    sb_put(&ts, span, 16); /* span is inside traceparent: not NUL-terminated here */
     if (in->origin && in->origin[0]) {
         sb_init(&pair, p, 64);
         sb_puts(&pair, ";o:");
@@ -818,7 +820,7 @@ static void inject_tracecontext(apr_pool_t *p, apr_table_t *h, const dd_inject_t
             members++;
         }
     }
-    apr_table_set(h, "tracestate", ts.s);
+    apr_table_setn(h, "tracestate", ts.s);
 }
 
 static void inject_b3multi(apr_pool_t *p, apr_table_t *h, const dd_inject_t *in)

@@ -67,8 +67,10 @@ typedef struct {
     const char *tracestate;    /* other vendors' tracestate members to keep, or NULL */
 } dd_inject_t;
 
-/* Writes the headers of every style in *styles into h (apr_table_set: replacing inbound
- * ones). Returns 1 when x-datadog-tags had to be left out because it would pass 512 bytes
+/* Writes the headers of every style in *styles into h, replacing inbound ones. The values
+ * are allocated from p, and the datadog and tracecontext ones (and in->origin) are put into h
+ * without a copy (apr_table_setn): p and in->origin must live as long as h (in httpd: r->pool
+ * and r->headers_in). Returns 1 when x-datadog-tags had to be left out because it would pass 512 bytes
  * (the caller marks the root _dd.propagation_error=inject_max_size), else 0. */
 int dd_inject(apr_pool_t *p, apr_table_t *h, const dd_styles_t *styles, const dd_inject_t *in);
 

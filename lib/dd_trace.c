@@ -264,7 +264,8 @@ void dd_trace_inject_input(const dd_trace_t *t, const char *tracestate, dd_injec
     apr_array_header_t *tags = apr_array_make(t->pool, 4, sizeof(dd_meta_t));
 
     for (int i = 0; i < root->meta->nelts; i++) {
-        if (strncmp(m[i].key, "_dd.p.", 6) == 0 && strcmp(m[i].key, "_dd.p.tid") != 0)
+        if (m[i].key[0] == '_' && strncmp(m[i].key, "_dd.p.", 6) == 0 &&
+            strcmp(m[i].key, "_dd.p.tid") != 0)
             *(dd_meta_t *)apr_array_push(tags) = m[i];
     }
     out->trace_id_high = t->server->trace_id_high;
