@@ -15,20 +15,29 @@ static inline int same_key(const char *a, const char *b)
     return a == b || (a[0] == b[0] && strcmp(a, b) == 0);
 }
 
+/* A span and room for its usual tags in one allocation: a server span has about a dozen
+ * tags, an inferred span up to twenty; a longer list grows in the pool as any APR array. */
+#define META_SLOTS 20
+#define METRIC_SLOTS 4
+
 dd_span_t *dd_span_create(apr_pool_t *p)
 {
-    dd_span_t *s = apr_pcalloc(p, sizeof(*s));
-    s->type = "web";
-    s->meta = apr_array_make(p, 24, sizeof(dd_meta_t));
-    s->metrics = apr_array_make(p, 4, sizeof(dd_metric_t));
-    return s;
-}
+    struct block {
+        dd_span_t span;
+        apr_array_header_t meta, metrics;
+        dd_meta_t meta_slots[META_SLOTS];
+        dd_metric_t metric_slots[METRIC_SLOTS];
+    } *b = apr_palloc(p, sizeof(*b));
+    dd_span_t *s = &b->span;
 
-void dd_span_add_meta_n(dd_span_t *s, const char *key, uint32_t klen, const char *value,
-                        uint32_t vlen)
-{
-    if (value)
-        *(dd_meta_t *)apr_array_push(s->meta) = (dd_meta_t){key, value, klen, vlen};
+    memset(s, 0, sizeof(*s));
+    s->type = "web";
+    b->meta = (apr_array_header_t){p, sizeof(dd_meta_t), 0, META_SLOTS, (char *)b->meta_slots};
+    b->metrics =
+        (apr_array_header_t){p, sizeof(dd_metric_t), 0, METRIC_SLOTS, (char *)b->metric_slots};
+    s->meta = &b->meta;
+    s->metrics = &b->metrics;
+    return s;
 }
 
 void dd_span_add_meta(dd_span_t *s, const char *key, const char *value)

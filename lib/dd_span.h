@@ -53,8 +53,15 @@ dd_span_t *dd_span_create(apr_pool_t *p);
 void dd_span_add_meta(dd_span_t *s, const char *key, const char *value);
 /* The same with the lengths (see dd_meta_t): dd_span_add_meta_n(s, DD_LIT("span.kind"),
  * DD_LIT("server")), or a value of unknown length with vlen 0. */
-void dd_span_add_meta_n(dd_span_t *s, const char *key, uint32_t klen, const char *value,
-                        uint32_t vlen);
+static inline void dd_span_add_meta_n(dd_span_t *s, const char *key, uint32_t klen,
+                                      const char *value, uint32_t vlen)
+{
+    apr_array_header_t *a = s->meta;
+    if (value)
+        *(a->nelts < a->nalloc ? &((dd_meta_t *)a->elts)[a->nelts++]
+                               : (dd_meta_t *)apr_array_push(a)) =
+            (dd_meta_t){key, value, klen, vlen};
+}
 
 /* Sets (or replaces) a meta tag. A NULL value removes the tag. */
 void dd_span_set_meta(dd_span_t *s, const char *key, const char *value);

@@ -284,24 +284,25 @@ void dd_trace_finish(dd_trace_t *t, int64_t end_ns, int status, const char *stat
     const char *code = apr_itoa(t->pool, status);
 
     s->duration = end_ns > s->start ? end_ns - s->start : 0;
-    dd_span_set_meta(s, "http.status_code", code);
+    SET(s, "http.status_code", code, 0);
     if (status >= 500 && status <= 599) {
         const char *msg = error_notes && *error_notes ? error_notes : status_line;
         int truncated = 0;
         s->error = 1;
-        dd_span_set_meta(s, "error.message",
-                         clean(t->pool, msg ? msg : code, DD_CAP_VALUE, &truncated));
-        dd_span_set_meta(s, "error.type", apr_pstrcat(t->pool, "HTTP ", code, NULL));
+        SET(s, "error.message", clean(t->pool, msg ? msg : code, DD_CAP_VALUE, &truncated), 0);
+        SET(s, "error.type", apr_pstrcat(t->pool, "HTTP ", code, NULL), 0);
     }
     if (t->inferred) {
+        /* The inferred span takes the server span's status and error tags: one pass. */
         dd_span_t *g = t->inferred;
-        static const char *const copied[] = {"http.status_code", "error.message", "error.type"};
+        const dd_meta_t *m = (const dd_meta_t *)s->meta->elts;
         g->duration = end_ns > g->start ? end_ns - g->start : 0;
         g->error = s->error;
-        for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++) {
-            const char *v = dd_span_get_meta(s, copied[i]);
-            if (v)
-                dd_span_set_meta(g, copied[i], v);
+        for (int i = 0; i < s->meta->nelts; i++) {
+            const char *k = m[i].key;
+            if ((k[0] == 'h' && strcmp(k, "http.status_code") == 0) ||
+                (k[0] == 'e' && (strcmp(k, "error.message") == 0 || strcmp(k, "error.type") == 0)))
+                dd_span_put_meta(g, &m[i]);
         }
     }
 }
