@@ -332,6 +332,97 @@ def run_wrk(port, path, conc, seconds, headers):
     return res
 
 
+MODULE_ROOTS = ("post_read_request", "fixups", "log_transaction", "flusher_main")
+
+
+def profile(args, workdir, sinks, insts):
+    """--profile: the share of the tracing httpd's CPU spent in the module, from perf samples
+    of its children (user and kernel, the flusher thread included) under c=64 load. A share
+    does not move when the machine gets faster or slower, as req/s does on a VM."""
+    if not shutil.which("perf"):
+        sys.exit("--profile needs perf (apt-get install linux-perf)")
+    out = []
+    cases = [("on", "aws-apigateway", "static"), ("on", "none", "static"),
+             ("on", "aws-apigateway", "proxy"), ("off", "aws-apigateway", "static")]
+    if "cmp" in insts:
+        cases.append(("cmp", "aws-apigateway", "static"))
+    for key, headers, path in cases:
+        inst = insts[key]
+        data = os.path.join(workdir, f"perf-{key}-{headers}-{path}.data")
+        pids = ",".join(str(p) for p in inst.children())
+        rec = subprocess.Popen(["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384",
+                                "-o", data, "-p", pids],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        others = [i for i in insts.values() if i is not inst]
+        res = one_run(inst, others, sinks, PATHS[path], 64, args.duration, headers)
+        rec.send_signal(signal.SIGINT)
+        rec.wait(120)
+        # perf script, not perf report --children: the report lists a symbol once per
+        # mapping and per inlined copy, and adding those entries counts some samples twice.
+        # Here a sample counts once for each hook it is under, and once for the module.
+        rep = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym,dso"],
+                             capture_output=True, text=True, timeout=900)
+        counts, leaves, samples, inside = {}, {}, 0, 0
+        for block in rep.stdout.split("\n\n"):
+            frames = [ln.split(None, 1)[1] for ln in block.strip().splitlines()
+                      if len(ln.split(None, 1)) > 1]
+            if not frames:
+                continue
+            samples += 1
+            roots = {r for r in MODULE_ROOTS for fr in frames
+                     if fr.startswith(r + " ") and "mod_dd_proxy.so" in fr}
+            inside += bool(roots)
+            if roots:
+                leaf = frames[0].split(" (")[0]
+                leaves[leaf] = leaves.get(leaf, 0) + 1
+            for r in roots:
+                counts[r] = counts.get(r, 0) + 1
+        shares = {r: c / max(1, samples) for r, c in counts.items()}
+        total = inside / max(1, samples)
+        n = res["requests"]
+        h = res["httpd_cpu_s"] / n * 1e6
+        w = (res["wrk_cpu_s"] + res["sink_cpu_s"]) / n * 1e6
+        label = {"off": "DDTrace Off", "on": "on", "cmp": f"{args.compare_label}: on"}[key]
+        out.append({"case": f"{label}, {headers}", "path": path,
+                    "shares": shares, "share": total, "httpd_us": h, "other_us": w,
+                    "leaves": sorted(((c / max(1, samples), f) for f, c in leaves.items()),
+                                     reverse=True)[:15]})
+        log(f"  profile {key} {headers} {path}: module {total:.1%} of httpd CPU "
+            f"({', '.join(f'{k} {v:.1%}' for k, v in shares.items())}); httpd {h:.1f} µs/req, "
+            f"wrk+sinks {w:.1f} µs/req")
+        if not args.keep:
+            os.unlink(data)
+    print()
+    print("### where the tracing httpd's CPU goes (perf, c=64, "
+          f"{args.duration} s per case, children incl. kernel and the flusher thread)")
+    print()
+    print("| path | case | post_read_request | fixups | log_transaction | flusher thread | "
+          "**module, in all** | httpd CPU µs/req | wrk + sinks µs/req | throughput if only "
+          "the module's share were removed |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for x in out:
+        sh = x["shares"]
+        module_us = x["share"] * x["httpd_us"]
+        # Without the module: httpd's own part of the CPU; wrk and the backend stay; the agent
+        # sink's CPU is tracing's too, but it is not httpd's: left in, a bound in our favour.
+        ratio = (x["httpd_us"] - module_us + x["other_us"]) / (x["httpd_us"] + x["other_us"])
+        print(f"| {x['path']} | {x['case']} | " +
+              " | ".join(f"{sh.get(k, 0):.1%}" for k in MODULE_ROOTS) +
+              f" | **{x['share']:.1%}** | {x['httpd_us']:.1f} | {x['other_us']:.1f} | "
+              f"{ratio:.1%} |")
+    x = out[0]
+    print()
+    print(f"Inside the module ({x['path']}, {x['case']}): where the samples land (the function "
+          "running, with what was inlined into it), in % of all the children's samples:")
+    print()
+    print("| % of httpd CPU | function |")
+    print("|---:|---|")
+    for share, f in x["leaves"]:
+        print(f"| {share:.2%} | `{f}` |")
+    return out
+
+
 def self_ticks():
     """CPU ticks of this script's finished children (wrk) so far."""
     r = os.times()
@@ -384,7 +475,7 @@ def fmt_rss(before, after):
 
 def httpd_table(args, build, workdir, sinks, insts):
     rounds, seconds = args.rounds, args.duration
-    groups = [(path, conc) for path in ("static", "proxy") for conc in args.conc]
+    groups = [(path, conc) for path in args.paths for conc in args.conc]
     runs = {}  # (path, conc, case) -> [result per round]
     total = rounds * len(groups) * len(CASES)
     log(f"== httpd: {rounds} rounds x {len(groups)} (path, concurrency) x {len(CASES)} cases "
@@ -408,7 +499,7 @@ def httpd_table(args, build, workdir, sinks, insts):
 
 def summarize(runs, args):
     rows = []
-    groups = [(path, conc) for path in ("static", "proxy") for conc in args.conc]
+    groups = [(path, conc) for path in args.paths for conc in args.conc]
     for path, conc in groups:
         base = dict(runs[(path, conc, "baseline")])
         for name, key, headers in CASES:
@@ -471,7 +562,7 @@ def verdicts(rows, micro):
 
     for prefix in ("", f"{COMPARE_LABEL}: "):
         what = f" [{COMPARE_LABEL}]" if prefix else ""
-        for path in ("static", "proxy"):
+        for path in PATHS:
             if row(path, 64, f"{prefix}on, no gateway") is None:
                 continue
             r64 = [row(path, 64, f"{prefix}on, {g}") for g in GATEWAYS]
@@ -682,6 +773,9 @@ def main():
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--duration", type=int, help="seconds per run")
     ap.add_argument("--conc", default="1,64", help="concurrencies (default 1,64)")
+    ap.add_argument("--paths", default="static,proxy",
+                    help="what to request: static (the 1 KB file), proxy (mod_proxy to the "
+                         "backend), or both (default static,proxy)")
     ap.add_argument("--soak-requests", type=int, default=1_000_000)
     ap.add_argument("--soak-max-seconds", type=int, default=900)
     ap.add_argument("--soak-growth-kb", type=int, default=512)
@@ -692,12 +786,17 @@ def main():
                     help="run httpd, wrk and the sinks at this nice value, and their scheduler "
                          "autogroups too (negative: ahead of other work on a shared machine; "
                          "needs root)")
+    ap.add_argument("--profile", action="store_true",
+                    help="the module's share of httpd's CPU under load, from perf samples")
     ap.add_argument("--json", help="write every result here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.duration = args.duration or (2 if args.quick else 5)
     args.conc = [int(c) for c in args.conc.split(",")]
+    args.paths = [p for p in args.paths.split(",") if p]
+    if not args.paths or any(p not in PATHS for p in args.paths):
+        sys.exit(f"--paths: choose from {', '.join(PATHS)}")
     if args.compare_module:
         args.compare_module = os.path.abspath(args.compare_module)
         add_compare_cases(args.compare_label)
@@ -721,7 +820,7 @@ def main():
         run_ir(args.build)
         return 0
     micro = None
-    if args.micro or not (args.soak or args.httpd):
+    if args.micro or not (args.soak or args.httpd or args.profile):
         micro = run_micro(args.build, args.quick)
         if args.micro:
             for line, val, ok in verdicts([], micro):
@@ -768,6 +867,8 @@ def main():
 
         if args.soak:
             ok = soak(args, sinks, insts)
+        elif args.profile:
+            profile(args, workdir, sinks, insts)
         else:
             a0 = agent.stats()
             a0["traces"] -= warm_traced  # the warm-up's traces may still be on their way

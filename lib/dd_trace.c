@@ -66,13 +66,19 @@ static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
 static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *host,
                               const char *path, int *truncated)
 {
-    char port[12];
+    char port[8], *d = port + sizeof(port);
+    unsigned v = req->port;
     int default_port = req->port == 0 || (strcmp(req->scheme, "https") == 0 && req->port == 443) ||
                        (strcmp(req->scheme, "http") == 0 && req->port == 80);
     if (default_port)
         return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, path);
-    apr_snprintf(port, sizeof(port), ":%u", req->port);
-    return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, port, path);
+    *--d = '\0'; /* ":<port>" without printf: a port is at most 5 digits */
+    do {
+        *--d = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && d > port + 1);
+    *--d = ':';
+    return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, d, path);
 }
 
 static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,

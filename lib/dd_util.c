@@ -26,8 +26,10 @@ int64_t dd_mono_ms(void)
 
 /* splitmix64: a full-period 64-bit generator; good enough for ids (not for secrets). Each
  * thread seeds its own state from the OS on first use, so threads never share state. */
-static _Thread_local uint64_t id_state;
-static _Thread_local int id_seeded;
+/* initial-exec: the module is loaded at startup, and two words of static TLS spare every
+ * request a __tls_get_addr call per id. */
+static _Thread_local uint64_t id_state __attribute__((tls_model("initial-exec")));
+static _Thread_local int id_seeded __attribute__((tls_model("initial-exec")));
 
 static uint64_t splitmix64(uint64_t *x)
 {
