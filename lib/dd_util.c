@@ -25,11 +25,16 @@ int64_t dd_mono_ms(void)
 }
 
 /* splitmix64: a full-period 64-bit generator; good enough for ids (not for secrets). Each
- * thread seeds its own state from the OS on first use, so threads never share state. */
-/* initial-exec: the module is loaded at startup, and two words of static TLS spare every
- * request a __tls_get_addr call per id. */
-static _Thread_local uint64_t id_state __attribute__((tls_model("initial-exec")));
-static _Thread_local int id_seeded __attribute__((tls_model("initial-exec")));
+ * thread seeds its own state from the OS on first use, so threads never share state. The
+ * state is one thread-local block, so an id costs one TLS lookup. (Not the initial-exec TLS
+ * model: it would save that lookup but can make a dlopen()ed module fail to load when other
+ * modules have used up the static TLS space.) */
+typedef struct {
+    uint64_t state;
+    int seeded;
+} id_gen_t;
+
+static _Thread_local id_gen_t id_gen;
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -41,16 +46,17 @@ static uint64_t splitmix64(uint64_t *x)
 
 uint64_t dd_random_id(int clear_msb)
 {
+    id_gen_t *g = &id_gen;
     uint64_t v;
-    if (!id_seeded) {
+    if (!g->seeded) {
         uint64_t seed = 0;
         if (apr_generate_random_bytes((unsigned char *)&seed, sizeof(seed)) != APR_SUCCESS)
-            seed = (uint64_t)dd_now_ns() ^ (uint64_t)(uintptr_t)&id_state;
-        id_state = seed;
-        id_seeded = 1;
+            seed = (uint64_t)dd_now_ns() ^ (uint64_t)(uintptr_t)g;
+        g->state = seed;
+        g->seeded = 1;
     }
     do {
-        v = splitmix64(&id_state);
+        v = splitmix64(&g->state);
         if (clear_msb)
             v &= 0x7FFFFFFFFFFFFFFFULL;
     } while (v == 0);
