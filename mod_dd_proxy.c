@@ -332,6 +332,17 @@ static void decide(dd_req_state_t *st, const dd_dir_conf_t *d)
     st->decided = 1;
 }
 
+/* httpd's own "OPTIONS * HTTP/1.0" with User-Agent "<server> (internal dummy connection)",
+ * sent to wake a listener when a child stops or at a restart: not a client's request. */
+static int is_dummy_connection(request_rec *r)
+{
+    const char *ua;
+    if (r->method_number != M_OPTIONS || strcmp(r->uri, "*") != 0)
+        return 0;
+    ua = apr_table_get(r->headers_in, "User-Agent");
+    return ua && strstr(ua, "(internal dummy connection)") != NULL;
+}
+
 static int post_read_request(request_rec *r)
 {
     dd_srv_conf_t *c = dd_proxy_srv_conf(r->server);
@@ -342,6 +353,8 @@ static int post_read_request(request_rec *r)
 
     if (r->main || r->prev)
         return DECLINED; /* subrequests and internal redirects belong to the first request */
+    if (is_dummy_connection(r))
+        return DECLINED; /* not traced: noise in every restart and child stop */
 
     if (d->trace == 0 && !dd_proxy_any_trace_on) {
         /* tracing is off here and nowhere switched back on: only the stripping applies */

@@ -1,6 +1,7 @@
 """test_200_server_span.py - CONTRACT section 3.1: the span every traced request makes."""
 
 import re
+import socket
 import time
 
 import pytest
@@ -166,6 +167,32 @@ def test_ddtag_in_location(h, agent):
     assert chunk[0]["meta"].get("area") == "tagged", dump(chunk)
     chunk, _, _, _ = request_chunk(h, agent, "/index.html")
     assert "area" not in chunk[0]["meta"], dump(chunk)
+
+
+def raw_request(h, text):
+    with socket.create_connection(("127.0.0.1", h.port), timeout=5) as s:
+        s.sendall(text.encode())
+        data = b""
+        while True:
+            part = s.recv(65536)
+            if not part:
+                return data.decode("latin-1")
+            data += part
+
+
+def test_internal_dummy_connection_not_traced(h, agent):
+    """httpd's own "OPTIONS * HTTP/1.0" (User-Agent "... (internal dummy connection)"), which
+    wakes a listener when a child stops or at a restart, is not traced; a client's OPTIONS *
+    is, as any request."""
+    ua_dummy = unique_ua("dummy") + " (internal dummy connection)"
+    ua_client = unique_ua("client")
+    for ua in (ua_dummy, ua_client):
+        resp = raw_request(h, f"OPTIONS * HTTP/1.0\r\nUser-Agent: {ua}\r\n\r\n")
+        assert resp.startswith("HTTP/1.1 200"), resp[:300]
+    chunk = one_chunk(agent, ua_client)
+    assert chunk[0]["meta"]["http.method"] == "OPTIONS", dump(chunk)
+    time.sleep(0.5)  # flushes run in order: the one that must not come had its chance
+    assert agent.chunks_with_meta("http.useragent", ua_dummy) == []
 
 
 # --- environment fallbacks (CONTRACT 2: directive, then environment, then default) ---------

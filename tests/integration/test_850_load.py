@@ -130,7 +130,7 @@ class AccessLog:
         self.partial = b""
         self.trace_ids = []
         self.others = []  # lines in the same time without the tag
-        self.other_ids = []  # trace ids of those (httpd's own "internal dummy connection")
+        self.other_ids = []  # trace ids of those (the harness's late readiness probe)
 
     def poll(self):
         try:
@@ -255,8 +255,9 @@ def test_load_agent_up_every_trace_exactly_once(make_httpd, own_agent, lua_scrip
     d = delta(after, before)
     served = len(log.trace_ids)  # with any that finished after wrk went away
     # the only other requests: the ones httpd makes itself to wake up a child it stops
-    # (prefork's idle maintenance), and the harness's readiness probe when a loaded machine
-    # made it finish late; they are traced like any other request and counted below
+    # (prefork's idle maintenance; not traced, so no trace id in their log line), and the
+    # harness's readiness probe when a loaded machine made it finish late (traced like any
+    # other request and counted below)
     strangers = [ln for ln in log.others
                  if "(internal dummy connection)" not in ln and '"ddtest-ready"' not in ln]
     assert not strangers, "other requests during the run:\n" + "\n".join(strangers[:10])
