@@ -34,6 +34,16 @@ if [ -n "$need" ]; then
     echo "missing:$need; installing the project's build and test packages" >&2
     bash "$ROOT/scripts/deps.sh" >&2
 fi
+case " $* " in
+*" --profile "*)
+    if ! command -v perf >/dev/null 2>&1; then
+        echo "--profile: installing perf (Debian's linux-perf)" >&2
+        SUDO=""
+        [ "$(id -u)" = 0 ] || SUDO=sudo
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq linux-perf >&2
+    fi
+    ;;
+esac
 
 if [ "${DD_BENCH_NO_BUILD:-0}" != 1 ] || [ ! -x "$BUILD/bench-bin/micro" ]; then
     echo "== building into $BUILD" >&2
