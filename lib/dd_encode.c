@@ -8,6 +8,7 @@
  * bytes the queue accounts for are the bytes the chunk really holds.
  */
 #include "dd_encode.h"
+#include "dd_util.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,20 +74,6 @@ static inline int needs_escape(unsigned char c)
     return (c < 0x20 && c != '\t') || c == 0x7f;
 }
 
-static inline uint64_t load64(const unsigned char *p)
-{
-    uint64_t x;
-    memcpy(&x, p, 8);
-    return x;
-}
-
-static inline uint64_t load32(const unsigned char *p)
-{
-    uint32_t x;
-    memcpy(&x, p, 4);
-    return x;
-}
-
 /* Whether a word may hold a byte below 0x20 (tab included) or equal to 0x7f: no false
  * negatives; a hit is checked byte by byte. */
 static inline int word_suspect(uint64_t x)
@@ -96,19 +83,19 @@ static inline int word_suspect(uint64_t x)
     return (((x - 0x20 * ones) & ~x) | ((del - ones) & ~del)) & highs ? 1 : 0;
 }
 
-/* Whether s[0..n) holds a byte needs_escape() is true for. Whole words only, never reading
- * outside s[0..n): the last word of a long string overlaps the one before it, and a short
- * string is gathered into one word (padded with spaces). */
-static int has_control(const unsigned char *s, size_t n)
+/* Whole words only, never reading outside s[0..n): the last word of a long string overlaps
+ * the one before it, and a short string is gathered into one word (padded with spaces). */
+int dd_encode_has_control(const char *str, size_t n)
 {
+    const unsigned char *s = (const unsigned char *)str;
     uint64_t x;
     if (n >= 8) {
         for (size_t i = 0; i + 8 < n; i += 8)
-            if (word_suspect(load64(s + i)))
+            if (word_suspect(dd_load64(s + i)))
                 goto bytewise;
-        x = load64(s + n - 8);
+        x = dd_load64(s + n - 8);
     } else if (n >= 4) {
-        x = load32(s) | load32(s + n - 4) << 32;
+        x = dd_load32(s) | dd_load32(s + n - 4) << 32;
     } else if (n > 0) {
         x = s[0] | (uint64_t)s[n / 2] << 8 | (uint64_t)s[n - 1] << 16 | 0x2020202020000000ULL;
     } else {
@@ -134,8 +121,7 @@ static inline void put_body(buf_t *b, const char *s, size_t n)
     }
     d = b->data + b->len;
     if (n >= 8) {
-        uint64_t head = load64((const unsigned char *)s),
-                 tail = load64((const unsigned char *)s + n - 8);
+        uint64_t head = dd_load64(s), tail = dd_load64(s + n - 8);
         memcpy(d, &head, 8);
         memcpy(d + n - 8, &tail, 8);
     } else if (n >= 4) {
@@ -185,7 +171,7 @@ static void pack_str(buf_t *b, const char *s)
     if (!s)
         s = "";
     n = strlen(s);
-    if (has_control((const unsigned char *)s, n)) {
+    if (dd_encode_has_control(s, n)) {
         pack_escaped(b, s, n);
         return;
     }

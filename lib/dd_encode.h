@@ -14,6 +14,11 @@
  * malloc() in *out (free it with free()). Returns -1 on failure (nothing allocated). */
 int dd_encode_chunk(dd_span_t *const *spans, size_t n, char **out, size_t *out_len);
 
+/* Whether s[0..n) holds a byte the encoder escapes: a control character other than tab, or
+ * DEL. A string without one may be given to the encoder with its length (dd_meta_t.klen /
+ * vlen) and is then copied as it is. */
+int dd_encode_has_control(const char *s, size_t n);
+
 /* Writes the msgpack array header for n elements into out (at most 5 bytes) and returns
  * its length. */
 size_t dd_encode_array_header(size_t n, unsigned char out[5]);

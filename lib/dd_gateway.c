@@ -122,20 +122,6 @@ static const struct {
     [H_USER] = {"-user", 5},
 };
 
-static inline uint64_t load64(const char *p)
-{
-    uint64_t x;
-    memcpy(&x, p, 8);
-    return x;
-}
-
-static inline uint64_t load32(const char *p)
-{
-    uint32_t x;
-    memcpy(&x, p, 4);
-    return x;
-}
-
 /* Whether word a (from a header name) equals word b (lowercase letters and '-') in any case:
  * the bytes where b has a letter (bit 6 set; '-' has it clear) are folded with | 0x20, which
  * maps only 'A'..'Z' onto 'a'..'z'. */
@@ -150,13 +136,13 @@ static int same_name(const char *name, const char *lower, size_t n)
 {
     if (n >= 8) {
         for (size_t i = 0; i + 8 < n; i += 8)
-            if (!same_word(load64(name + i), load64(lower + i)))
+            if (!same_word(dd_load64(name + i), dd_load64(lower + i)))
                 return 0;
-        return same_word(load64(name + n - 8), load64(lower + n - 8));
+        return same_word(dd_load64(name + n - 8), dd_load64(lower + n - 8));
     }
     if (n >= 4)
-        return same_word(load32(name) | load32(name + n - 4) << 32,
-                         load32(lower) | load32(lower + n - 4) << 32);
+        return same_word(dd_load32(name) | dd_load32(name + n - 4) << 32,
+                         dd_load32(lower) | dd_load32(lower + n - 4) << 32);
     for (size_t i = 0; i < n; i++)
         if (!same_word((unsigned char)name[i], (unsigned char)lower[i]))
             return 0;

@@ -58,6 +58,8 @@ struct dd_rates {
     pthread_mutex_t wlock;
     entry_t cur[SLOTS];
     entry_t next[SLOTS];
+
+    uint64_t default_key; /* key_hash("", ""): the agent's fallback "service:,env:" */
 };
 
 #define FNV_OFFSET 14695981039346656037ULL
@@ -88,18 +90,6 @@ static uint64_t key_hash(const char *service, const char *env)
     return fnv_final(h);
 }
 
-/* key_hash("", ""), the agent's fallback key "service:,env:", computed once. */
-static uint64_t default_hash(void)
-{
-    static _Atomic uint64_t h; /* 0 until computed: a race only computes it twice */
-    uint64_t v = atomic_load_explicit(&h, memory_order_relaxed);
-    if (!v) {
-        v = key_hash("", "");
-        atomic_store_explicit(&h, v, memory_order_relaxed);
-    }
-    return v;
-}
-
 dd_rates_t *dd_rates_create(void)
 {
     dd_rates_t *r = calloc(1, sizeof(*r));
@@ -110,6 +100,7 @@ dd_rates_t *dd_rates_create(void)
         return NULL;
     }
     atomic_init(&r->seq, 0);
+    r->default_key = key_hash("", "");
     for (unsigned i = 0; i < SLOTS; i++) {
         atomic_init(&r->keys[i], 0);
         atomic_init(&r->bits[i], 0);
@@ -250,7 +241,7 @@ int dd_rates_lookup(dd_rates_t *r, const char *service, const char *env, double 
     if (!r || !rate)
         return 0;
     h_exact = key_hash(service, env);
-    h_default = default_hash();
+    h_default = r->default_key;
     for (int attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
         uint64_t s1, s2, bits = 0;
         int found;

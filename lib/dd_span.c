@@ -5,6 +5,7 @@
  * (which makes payloads stable and easy to read in tests).
  */
 #include "dd_span.h"
+#include "dd_encode.h"
 
 #include <string.h>
 
@@ -40,11 +41,6 @@ dd_span_t *dd_span_create(apr_pool_t *p)
     return s;
 }
 
-void dd_span_add_meta(dd_span_t *s, const char *key, const char *value)
-{
-    dd_span_add_meta_n(s, key, 0, value, 0);
-}
-
 void dd_span_put_meta(dd_span_t *s, const dd_meta_t *tag)
 {
     dd_meta_t *m = (dd_meta_t *)s->meta->elts;
@@ -70,15 +66,11 @@ void dd_span_set_meta(dd_span_t *s, const char *key, const char *value)
     dd_span_put_meta(s, &m);
 }
 
+/* The length the encoder may take as it is (see dd_meta_t), else 0. */
 static uint32_t clean_length(const char *s)
 {
     size_t n = strlen(s);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return 0;
-    }
-    return n <= UINT32_MAX ? (uint32_t)n : 0;
+    return n <= UINT32_MAX && !dd_encode_has_control(s, n) ? (uint32_t)n : 0;
 }
 
 void dd_meta_measure(dd_meta_t *m)

@@ -49,10 +49,9 @@ typedef struct dd_span {
 dd_span_t *dd_span_create(apr_pool_t *p);
 
 /* Appends a meta tag whose key the span does not have yet (a fresh span's own tags): no
- * search. A NULL value adds nothing. */
-void dd_span_add_meta(dd_span_t *s, const char *key, const char *value);
-/* The same with the lengths (see dd_meta_t): dd_span_add_meta_n(s, DD_LIT("span.kind"),
- * DD_LIT("server")), or a value of unknown length with vlen 0. */
+ * search. A NULL value adds nothing. klen / vlen as in dd_meta_t:
+ * dd_span_add_meta_n(s, DD_LIT("span.kind"), DD_LIT("server")), or 0 for a string of unknown
+ * length. */
 static inline void dd_span_add_meta_n(dd_span_t *s, const char *key, uint32_t klen,
                                       const char *value, uint32_t vlen)
 {

@@ -19,6 +19,19 @@
 #define SET(s, key, value, vlen)                                                                   \
     dd_span_put_meta((s), &(dd_meta_t){"" key "", (value), sizeof(key) - 1, (vlen)})
 
+/* A tag the module sets once, under a name none of the span's own tags has: only a DDTag tag
+ * can have that name already, so without DDTag tags it is appended without a search. */
+static void set_unless_tagged(dd_span_t *s, const dd_trace_conf_t *conf, const dd_meta_t *m)
+{
+    if (conf->tags && conf->tags->nelts > 0)
+        dd_span_put_meta(s, m);
+    else
+        dd_span_add_meta_n(s, m->key, m->klen, m->value, m->vlen);
+}
+
+#define SET_UNLESS_TAGGED(s, conf, key, value, vlen)                                               \
+    set_unless_tagged((s), (conf), &(dd_meta_t){"" key "", (value), sizeof(key) - 1, (vlen)})
+
 static const char *clean(apr_pool_t *p, const char *s, size_t cap, int *truncated)
 {
     return s ? dd_str_clean(p, s, strlen(s), cap, truncated) : NULL;
@@ -50,17 +63,15 @@ static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
 /* DDTag tags, then env and version (which win over a DDTag of the same name). */
 static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
 {
-    int tags = conf->tags && conf->tags->nelts > 0;
-    if (tags) {
+    if (conf->tags) {
         const dd_meta_t *t = (const dd_meta_t *)conf->tags->elts;
         for (int i = 0; i < conf->tags->nelts; i++)
             dd_span_put_meta(s, &t[i]); /* lengths measured at configuration */
     }
-    /* Without DDTag tags, no tag of the span can be named env or version yet. */
     if (conf->env)
-        tags ? SET(s, "env", conf->env, 0) : ADD(s, "env", conf->env);
+        SET_UNLESS_TAGGED(s, conf, "env", conf->env, 0);
     if (conf->version)
-        tags ? SET(s, "version", conf->version, 0) : ADD(s, "version", conf->version);
+        SET_UNLESS_TAGGED(s, conf, "version", conf->version, 0);
 }
 
 static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *host,
@@ -210,11 +221,7 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
     if (high) {
         char *hex = apr_palloc(p, 17);
         dd_u64_to_hex16(high, hex);
-        /* only a DDTag tag can have that name yet */
-        if (conf->tags && conf->tags->nelts > 0)
-            SET(root, "_dd.p.tid", hex, 16);
-        else
-            ADD(root, "_dd.p.tid", hex);
+        SET_UNLESS_TAGGED(root, conf, "_dd.p.tid", hex, 16);
     }
     if (t->parent.tags) {
         const dd_meta_t *tag = (const dd_meta_t *)t->parent.tags->elts;

@@ -193,12 +193,9 @@ const char *dd_str_clean(apr_pool_t *p, const char *s, size_t len, size_t cap, i
     /* Fastest path: most values are short ASCII and come back as they are. Eight bytes at a
      * time, no per-byte call: ASCII is valid UTF-8, so only the length matters. */
     if (len <= cap) {
-        uint64_t w;
-        for (; i + 8 <= len; i += 8) {
-            memcpy(&w, u + i, 8);
-            if (w & 0x8080808080808080ULL)
+        for (; i + 8 <= len; i += 8)
+            if (dd_load64(u + i) & 0x8080808080808080ULL)
                 break;
-        }
         while (i < len && u[i] < 0x80)
             i++;
         if (i == len)

@@ -4,7 +4,23 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <apr_pools.h>
+
+/* Unaligned loads of 8 and 4 bytes (as the native-endian integer), for word-at-a-time scans. */
+static inline uint64_t dd_load64(const void *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+static inline uint64_t dd_load32(const void *p)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+    return x;
+}
 
 /* Wall clock, ns since the Unix epoch. */
 int64_t dd_now_ns(void);
