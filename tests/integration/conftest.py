@@ -1,7 +1,8 @@
 """conftest.py - fixtures shared by the integration tests.
 
 - `--mpm event|worker|prefork` (or env DD_TEST_MPM) picks the MPM every httpd loads.
-- `agent` / `backend`: a capture agent and an origin server per test module.
+- `agent` / `backend`: a capture agent and an origin server per test module;
+  `running_agent(...)`: a test's own agent, in a `with` block.
 - `httpd_factory(name, config=..., **kw)`: a started Httpd, stopped at the end of the module.
 - Every test is checked afterwards (autouse): no agent check failed, and no unexpected
   warn/error line (or crash / sanitizer report) appeared in any running httpd's error log.
@@ -9,6 +10,7 @@
   test module.
 """
 
+import contextlib
 import os
 
 import pytest
@@ -58,13 +60,24 @@ def unregister_agent(agent):
         _AGENTS.remove(agent)
 
 
+@contextlib.contextmanager
+def running_agent(check=True, **kw):
+    """A started CaptureAgent(**kw), registered for the after-test checks while it runs, then
+    stopped; with check, its own failed checks fail the test once the block is done."""
+    a = register_agent(CaptureAgent(**kw).start())
+    try:
+        yield a
+    finally:
+        unregister_agent(a)
+        a.stop()
+    if check:
+        assert not a.failures, "agent checks failed:\n" + "\n".join(a.failures[:20])
+
+
 @pytest.fixture(scope="module")
 def agent():
-    a = register_agent(CaptureAgent().start())
-    yield a
-    unregister_agent(a)
-    a.stop()
-    assert not a.failures, "agent checks failed:\n" + "\n".join(a.failures)
+    with running_agent() as a:
+        yield a
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import time
 import pytest
 
 import conftest
-from capture_agent import CaptureAgent
 from helpers import SERVER_SPAN, one_chunk, unique_ua
 from httpd import Httpd, HttpdError, free_port, make_shared_dir
 
@@ -21,11 +20,11 @@ AGENT_TROUBLE = r"\[dd_proxy:(warn|error)\]"  # the module's (rate-limited) agen
 @pytest.fixture(scope="module")
 def unix_agent():
     d = make_shared_dir("ddtest-agent-")
-    a = conftest.register_agent(CaptureAgent(unix_path=os.path.join(d, "agent.sock")).start())
-    yield a
-    conftest.unregister_agent(a)
-    a.stop()
-    shutil.rmtree(d, ignore_errors=True)
+    try:
+        with conftest.running_agent(check=False, unix_path=os.path.join(d, "agent.sock")) as a:
+            yield a
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def basic_config(agent_url, flush=100, extra=""):
@@ -167,8 +166,7 @@ def test_agent_comes_back(agent):
     with own_httpd("agent-back", config, allow=[AGENT_TROUBLE]) as h:
         blast(h, 10, threads=2, prefix="before")
         time.sleep(0.3)
-        late = conftest.register_agent(CaptureAgent(port=port).start())
-        try:
+        with conftest.running_agent(port=port) as late:
             ua = unique_ua("after")
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -177,10 +175,6 @@ def test_agent_comes_back(agent):
                     break
             assert late.chunks_with_meta("http.useragent", ua), \
                 f"no trace reached the agent after it came back; it saw {late.counts}"
-        finally:
-            conftest.unregister_agent(late)
-            late.stop()
-        assert not late.failures, late.failures
 
 
 def test_queued_chunks_sent_at_stop(agent):

@@ -25,7 +25,6 @@ import time
 import pytest
 
 import conftest
-from capture_agent import CaptureAgent
 from helpers import SERVER_SPAN, by_name, collect, dump, gateway_headers, unique_ua
 from httpd import vhost
 
@@ -106,11 +105,8 @@ def one_process(mpm):
 def own_agent():
     """This module's single-process httpd talks to its own agent: its rate_by_service must not
     reach the other httpds."""
-    a = conftest.register_agent(CaptureAgent().start())
-    yield a
-    conftest.unregister_agent(a)
-    a.stop()
-    assert not a.failures, "agent checks failed:\n" + "\n".join(a.failures)
+    with conftest.running_agent() as a:
+        yield a
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import pytest
 import requests
 
 import conftest
-from capture_agent import CaptureAgent
 from helpers import (access_log_traced, counters, dump, gateway_headers, one_chunk,
                      status_location, unique_ua)
 from httpd import make_shared_dir, valgrind_on
@@ -44,22 +43,18 @@ pytestmark = pytest.mark.skipif(valgrind_on(), reason="latency is meaningless un
 
 @pytest.fixture
 def tcp_agent():
-    a = conftest.register_agent(CaptureAgent().start())
-    yield a
-    conftest.unregister_agent(a)
-    a.stop()
-    assert not a.failures, "agent checks failed:\n" + "\n".join(a.failures[:20])
+    with conftest.running_agent() as a:
+        yield a
 
 
 @pytest.fixture
 def unix_agent():
     d = make_shared_dir("ddtest-ua-")
-    a = conftest.register_agent(CaptureAgent(unix_path=os.path.join(d, "agent.sock")).start())
-    yield a
-    conftest.unregister_agent(a)
-    a.stop()
-    shutil.rmtree(d, ignore_errors=True)
-    assert not a.failures, "agent checks failed:\n" + "\n".join(a.failures[:20])
+    try:
+        with conftest.running_agent(unix_path=os.path.join(d, "agent.sock")) as a:
+            yield a
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ import uuid
 import pytest
 
 import conftest
-from capture_agent import CaptureAgent
 from helpers import (STATUS_PATH, access_log_traced, child_pids, counters, dump, status_location,
                      vm_rss_kb)
 from httpd import sanitizer_env, valgrind_on
@@ -96,12 +95,9 @@ def lua_script():
 
 @pytest.fixture
 def own_agent():
-    a = conftest.register_agent(CaptureAgent().start())
-    a.defer = True
-    yield a
-    conftest.unregister_agent(a)
-    a.stop()
-    assert not a.failures, "agent checks failed:\n" + "\n".join(a.failures[:20])
+    with conftest.running_agent() as a:
+        a.defer = True
+        yield a
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import pytest
 import requests
 
 import conftest
-from capture_agent import CaptureAgent
 from helpers import child_pids, counters, dump, gateway_headers, status_location, unique_ua
 from httpd import APACHE2, valgrind_on
 
@@ -28,11 +27,8 @@ ALLOW_LOG = [AGENT_TROUBLE]
 
 @pytest.fixture
 def own_agent():
-    a = conftest.register_agent(CaptureAgent().start())
-    yield a
-    conftest.unregister_agent(a)
-    a.stop()
-    assert not a.failures, "agent checks failed:\n" + "\n".join(a.failures[:20])
+    with conftest.running_agent() as a:
+        yield a
 
 
 @pytest.fixture
