@@ -83,11 +83,11 @@ static inline int word_suspect(uint64_t x)
     return (((x - 0x20 * ones) & ~x) | ((del - ones) & ~del)) & highs ? 1 : 0;
 }
 
-/* Whole words only, never reading outside s[0..n): the last word of a long string overlaps
- * the one before it, and a short string is gathered into one word (padded with spaces). */
-int dd_encode_has_control(const char *str, size_t n)
+/* Whether s[0..n) holds a byte needs_escape() is true for. Whole words only, never reading
+ * outside s[0..n): the last word of a long string overlaps the one before it, and a short
+ * string is gathered into one word (padded with spaces). */
+static inline int has_control(const unsigned char *s, size_t n)
 {
-    const unsigned char *s = (const unsigned char *)str;
     uint64_t x;
     if (n >= 8) {
         for (size_t i = 0; i + 8 < n; i += 8)
@@ -108,6 +108,12 @@ bytewise:
         if (needs_escape(s[i]))
             return 1;
     return 0;
+}
+
+/* The same, for dd_meta_measure (the encoder's own calls stay inlined). */
+int dd_encode_has_control(const char *s, size_t n)
+{
+    return has_control((const unsigned char *)s, n);
 }
 
 /* A string body: short ones (most tags) copied with two overlapping word moves instead of a
@@ -171,7 +177,7 @@ static void pack_str(buf_t *b, const char *s)
     if (!s)
         s = "";
     n = strlen(s);
-    if (dd_encode_has_control(s, n)) {
+    if (has_control((const unsigned char *)s, n)) {
         pack_escaped(b, s, n);
         return;
     }
