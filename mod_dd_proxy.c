@@ -492,12 +492,15 @@ static int log_transaction(request_rec *r)
 
 static void register_hooks(apr_pool_t *p)
 {
+    /* After mod_remoteip, so r->useragent_ip is the client it found behind trusted proxies
+     * (it too runs at APR_HOOK_FIRST; without the order, load order would decide). */
+    static const char *const after_remoteip[] = {"mod_remoteip.c", NULL};
     (void)p;
     APR_OPTIONAL_HOOK(ap, status_hook, dd_proxy_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(dd_proxy_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_post_read_request(post_read_request, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_post_read_request(post_read_request, after_remoteip, NULL, APR_HOOK_FIRST);
     ap_hook_fixups(fixups, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_log_transaction(log_transaction, NULL, NULL, APR_HOOK_FIRST);
 }
