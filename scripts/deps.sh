@@ -2,7 +2,7 @@
 # Installs (from Debian) what building and testing mod_dd_proxy needs, when it is missing.
 set -euo pipefail
 PACKAGES="apache2 apache2-dev libapr1-dev libaprutil1-dev libjansson-dev libcurl4-openssl-dev
-libmsgpack-dev python3-pytest python3-requests python3-msgpack autoconf automake libtool
+libmsgpack-dev libpcre2-dev python3-pytest python3-requests python3-msgpack autoconf automake libtool
 pkg-config make gcc clang libclang-rt-14-dev libfuzzer-14-dev curl wrk valgrind
 build-essential debhelper lintian fakeroot"
 missing=""
