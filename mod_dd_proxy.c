@@ -30,6 +30,8 @@
 #include "dd_agent.h"
 #include "dd_flusher.h"
 #include "dd_gateway.h"
+#include "dd_headers.h"
+#include "dd_obfuscate.h"
 #include "dd_propagation.h"
 #include "dd_queue.h"
 #include "dd_rates.h"
@@ -193,6 +195,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     (void)plog;
     (void)ptemp;
     dd_proxy_read_env(pconf, s);
+    dd_proxy_resolve_features(pconf, s);
     if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG)
         dd_proxy_attach_stats(s);
     for (server_rec *v = s; v; v = v->next) {
@@ -222,11 +225,18 @@ typedef struct {
     int has_inbound;
     int trusted; /* the trace continues the inbound context */
     int decided; /* the sampling decision is made (and so fixed for injection) */
+    const apr_array_header_t *header_tags; /* DDTraceHeaderTags, for the response's too */
 } dd_req_state_t;
 
 static dd_dir_conf_t *dir_conf(request_rec *r)
 {
     return ap_get_module_config(r->per_dir_config, &dd_proxy_module);
+}
+
+/* DDTrace where set, else DD_TRACE_ENABLED (and DD_APM_TRACING_ENABLED), else On. */
+static int trace_on(const dd_dir_conf_t *d)
+{
+    return d->trace != UNSET ? d->trace : dd_proxy_env.trace_enabled;
 }
 
 static request_rec *first_request(request_rec *r)
@@ -253,6 +263,43 @@ static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc)
     tc->user_tag = c->user_tag == 1;
     tc->trace_id_128 = 1;
     tc->rules = c->resolved_rules;
+    tc->error_statuses = c->error_statuses ? c->error_statuses : dd_proxy_env.error_statuses;
+}
+
+/* What the tracer features take from the request as it arrived (before the gateway headers
+ * are stripped and context is injected): header tags, the query string, the client IP. Each
+ * costs nothing when it is not configured. */
+static void read_features(request_rec *r, const dd_srv_conf_t *c, dd_req_state_t *st)
+{
+    int client_ip = c->client_ip != UNSET ? c->client_ip : dd_proxy_env.client_ip;
+    apr_array_header_t *tags = NULL;
+
+    st->header_tags = c->header_tags ? c->header_tags : dd_proxy_env.header_tags;
+    if (st->header_tags) {
+        dd_header_tags_collect(r->pool, st->header_tags, 0, r->headers_in, NULL, &tags,
+                               &st->req.truncated);
+        st->req.tags = tags;
+    }
+    if (c->resolved_qs && r->parsed_uri.query)
+        st->req.query = dd_qs_obfuscate(c->resolved_qs, r->pool, r->parsed_uri.query,
+                                        strlen(r->parsed_uri.query), &st->req.truncated);
+    /* Unset: httpd's own client address (mod_remoteip's result where it is set up). Off:
+     * none. On: the tracers' resolution from the forwarding headers, unless mod_remoteip (or
+     * another module) already replaced the TCP peer's address: the operator told httpd which
+     * proxies to trust, which beats the tracers' guess from headers anyone can send. */
+    if (client_ip == UNSET) {
+        st->req.client_ip = r->useragent_ip;
+    } else if (client_ip == 1) {
+        const char *peer = r->connection->client_ip;
+        st->req.network_client_ip = peer;
+        st->req.client_ip =
+            strcmp(r->useragent_ip, peer) != 0
+                ? r->useragent_ip
+                : dd_client_ip_resolve(r->pool, r->headers_in,
+                                       c->client_ip_header ? c->client_ip_header
+                                                           : dd_proxy_env.client_ip_header,
+                                       peer);
+    }
 }
 
 static void log_rejected(request_rec *r, dd_gw_status_t st)
@@ -356,7 +403,7 @@ static int post_read_request(request_rec *r)
     if (is_dummy_connection(r))
         return DECLINED; /* not traced: noise in every restart and child stop */
 
-    if (d->trace == 0 && !dd_proxy_any_trace_on) {
+    if (!trace_on(d) && !dd_proxy_any_trace_on) {
         /* tracing is off here and nowhere switched back on: only the stripping applies */
         if (inferred && c->strip != 0)
             dd_gateway_strip(r->headers_in);
@@ -364,6 +411,7 @@ static int post_read_request(request_rec *r)
     }
 
     st = apr_pcalloc(r->pool, sizeof(*st));
+    read_features(r, c, st);
     if (inferred) {
         gst = dd_gateway_parse(r->pool, r->headers_in, apr_time_as_msec(r->request_time), &st->gw);
         if (gst == DD_GW_OK && !peer_trusted(c, r))
@@ -387,7 +435,6 @@ static int post_read_request(request_rec *r)
     st->req.port = ap_get_server_port(r);
     st->req.path = r->parsed_uri.path ? r->parsed_uri.path : r->uri;
     st->req.user_agent = apr_table_get(r->headers_in, "User-Agent");
-    st->req.client_ip = r->useragent_ip;
 
     /* Per-directory trust is known only in fixups; the server's says what to start with. */
     build_trace(r, st, d->trust != 0);
@@ -419,7 +466,7 @@ static int fixups(request_rec *r)
     if (!st || r->main)
         return DECLINED;
     d = dir_conf(r);
-    if (d->trace == 0) {
+    if (!trace_on(d)) {
         clear_correlation(r); /* no trace will be sent: leave no ids that point nowhere */
         return DECLINED;
     }
@@ -434,6 +481,19 @@ static int fixups(request_rec *r)
     if (dd_inject(r->pool, r->headers_in, styles(), &in))
         dd_span_set_meta(dd_trace_root(st->trace), "_dd.propagation_error", "inject_max_size");
     return DECLINED;
+}
+
+/* DDTraceHeaderTags for the response headers of the request that ran. */
+static void response_header_tags(request_rec *r, dd_req_state_t *st)
+{
+    apr_array_header_t *tags = NULL;
+    int cut = 0;
+    dd_header_tags_collect(r->pool, st->header_tags, 1, r->headers_out, r->err_headers_out, &tags,
+                           &cut);
+    for (int i = 0; tags && i < tags->nelts; i++)
+        dd_span_put_meta(st->trace->server, &((const dd_meta_t *)tags->elts)[i]);
+    if (cut)
+        dd_span_set_metric(st->trace->server, "_dd.proxy.truncated", 1);
 }
 
 /* log_transaction's part on the queue, between its inflight increment and decrement. */
@@ -469,8 +529,10 @@ static int log_transaction(request_rec *r)
     while (last->next)
         last = last->next;
     d = dir_conf(last);
-    if (d->trace == 0)
+    if (!trace_on(d))
         return DECLINED;
+    if (st->header_tags)
+        response_header_tags(last, st);
 
     if (d->tags)
         apply_tags(st->trace, d->tags);

@@ -10,8 +10,10 @@
 #include "httpd.h"
 #include "http_config.h"
 
+#include "dd_obfuscate.h"
 #include "dd_propagation.h"
 #include "dd_sampler.h"
+#include "dd_settings.h"
 #include "dd_stats.h"
 
 /* Stable log ids, in the spirit of httpd's APLOGNO. */
@@ -45,6 +47,15 @@ typedef struct {
     int flush_ms;            /* DDFlushInterval */
     apr_int64_t queue_items; /* DDQueueLimit */
     apr_int64_t queue_bytes;
+    /* Tracer features (issue 15): header tags, client IP, error statuses, query strings.
+     * Per server (S V); unset -> the environment variable -> the default. */
+    apr_array_header_t *header_tags;         /* DDTraceHeaderTags: dd_header_tag_t, NULL = unset */
+    int client_ip;                           /* DDTraceClientIP: UNSET, 0, 1 */
+    const char *client_ip_header;            /* DDTraceClientIPHeader */
+    const dd_status_set_t *error_statuses;   /* DDTraceServerErrorStatuses, NULL = unset */
+    int query_string;                        /* DDTraceQueryString: UNSET, 0, 1 */
+    const dd_qs_obfuscator_t *qs_obfuscator; /* DDTraceQueryStringObfuscation, NULL = unset */
+    const dd_qs_obfuscator_t *resolved_qs; /* what applies, when query_string is on (post_config) */
 } dd_srv_conf_t;
 
 typedef struct {
@@ -63,6 +74,15 @@ typedef struct {
     double sample_rate; /* DD_TRACE_SAMPLE_RATE, < 0 = unset */
     dd_rules_t *rules;  /* DD_TRACE_SAMPLING_RULES */
     double rate_limit;  /* DD_TRACE_RATE_LIMIT, else 100 */
+    /* Tracer features (issue 15) */
+    int trace_enabled;                     /* DD_TRACE_ENABLED and DD_APM_TRACING_ENABLED */
+    apr_array_header_t *header_tags;       /* DD_TRACE_HEADER_TAGS, NULL = none */
+    int client_ip;                         /* DD_TRACE_CLIENT_IP_ENABLED: UNSET, 0, 1 */
+    const char *client_ip_header;          /* DD_TRACE_CLIENT_IP_HEADER */
+    const dd_status_set_t *error_statuses; /* DD_TRACE_HTTP_SERVER_ERROR_STATUSES, NULL = 500-599 */
+    int query_string;                      /* DD_HTTP_SERVER_TAG_QUERY_STRING: UNSET, 0, 1 */
+    const char *qs_regexp; /* DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP, else the default */
+    const dd_qs_obfuscator_t *qs_obfuscator; /* qs_regexp compiled, when some server needs it */
 } dd_env_conf_t;
 
 extern dd_env_conf_t dd_proxy_env;
@@ -76,6 +96,8 @@ void *dd_proxy_create_dir_conf(apr_pool_t *p, char *dir);
 void *dd_proxy_merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
 /* Reads the environment fallbacks; reports bad values once (not in the first config pass). */
 void dd_proxy_read_env(apr_pool_t *p, server_rec *s);
+/* Resolves each server's feature settings against the environment (post_config). */
+void dd_proxy_resolve_features(apr_pool_t *p, server_rec *s);
 
 static inline dd_srv_conf_t *dd_proxy_srv_conf(server_rec *s)
 {

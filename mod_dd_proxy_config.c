@@ -14,6 +14,9 @@
 #include <apr_strings.h>
 
 #include "dd_agent.h"
+#include "dd_headers.h"
+#include "dd_obfuscate.h"
+#include "dd_settings.h"
 #include "dd_span.h"
 #include "mod_dd_proxy.h"
 
@@ -30,6 +33,7 @@ void *dd_proxy_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->flush_ms = UNSET;
     c->queue_items = c->queue_bytes = UNSET;
     c->sample_rate = c->rate_limit = -1;
+    c->client_ip = c->query_string = UNSET;
     return c;
 }
 
@@ -54,6 +58,12 @@ void *dd_proxy_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(rules);
     MERGE_PTR(styles);
     MERGE_PTR(trusted);
+    MERGE_PTR(header_tags);
+    MERGE_INT(client_ip);
+    MERGE_PTR(client_ip_header);
+    MERGE_PTR(error_statuses);
+    MERGE_INT(query_string);
+    MERGE_PTR(qs_obfuscator);
     return c;
 }
 
@@ -333,6 +343,75 @@ static const char *add_trusted(cmd_parms *cmd, void *dir, const char *arg)
     return NULL;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Tracer features: header tags, client IP, error statuses, query strings                   */
+/* ---------------------------------------------------------------------------------------- */
+
+/* DDTraceHeaderTags header[:tag] ...: each argument may itself be a comma-separated list, as
+ * DD_TRACE_HEADER_TAGS is. Repeated directives add to the list. */
+static const char *add_header_tags(cmd_parms *cmd, void *dir, const char *arg)
+{
+    dd_srv_conf_t *c = dd_proxy_srv_conf(cmd->server);
+    const char *bad = NULL, *why = NULL;
+    (void)dir;
+    if (dd_header_tags_parse(cmd->pool, arg, &c->header_tags, &bad, &why) != 0)
+        return apr_psprintf(cmd->pool, "DDTraceHeaderTags: '%s' is not header or header:tag (%s)",
+                            bad, why);
+    return NULL;
+}
+
+/* An HTTP header name (RFC 9110 token). */
+static int is_header_name(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!apr_isalnum(*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+            return 0;
+    return 1;
+}
+
+static const char *set_client_ip_header(cmd_parms *cmd, void *dir, const char *arg)
+{
+    (void)dir;
+    if (!is_header_name(arg))
+        return apr_psprintf(cmd->pool, "DDTraceClientIPHeader: '%s' is not an HTTP header name",
+                            arg);
+    dd_proxy_srv_conf(cmd->server)->client_ip_header = arg;
+    return NULL;
+}
+
+static const char *set_error_statuses(cmd_parms *cmd, void *dir, const char *arg)
+{
+    dd_status_set_t *set = apr_pcalloc(cmd->pool, sizeof(*set));
+    const char *why = NULL;
+    (void)dir;
+    if (dd_status_set_parse(arg, set, &why) != 0)
+        return apr_psprintf(cmd->pool, "DDTraceServerErrorStatuses: '%s' is not valid: %s", arg,
+                            why);
+    dd_proxy_srv_conf(cmd->server)->error_statuses = set;
+    return NULL;
+}
+
+/* DDTraceQueryStringObfuscation regex: the rest of the line ("" for none), compiled now. */
+static const char *set_qs_obfuscation(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *why = NULL, *re = whole_value(cmd, arg, &why);
+    const dd_qs_obfuscator_t *o;
+    size_t at = 0;
+    (void)dir;
+    if (why)
+        return why;
+    o = dd_qs_obfuscator_create(cmd->pool, re, &why, &at);
+    if (!o)
+        return apr_psprintf(cmd->pool,
+                            "DDTraceQueryStringObfuscation: '%s' is not a valid regular "
+                            "expression: %s at offset %" APR_SIZE_T_FMT,
+                            re, why, at);
+    dd_proxy_srv_conf(cmd->server)->qs_obfuscator = o;
+    return NULL;
+}
+
 #define SRV_FIELD(f) (void *)APR_OFFSETOF(dd_srv_conf_t, f)
 
 const command_rec dd_proxy_cmds[] = {
@@ -368,6 +447,21 @@ const command_rec dd_proxy_cmds[] = {
                      "a JSON list of sampling rules"),
     AP_INIT_TAKE1("DDRateLimit", set_rate_limit, NULL, RSRC_CONF,
                   "traces per second and process that rules may keep (default 100)"),
+    /* Tracer features */
+    AP_INIT_ITERATE("DDTraceHeaderTags", add_header_tags, NULL, RSRC_CONF,
+                    "header[:tag] ...: request and response headers as span tags"),
+    AP_INIT_TAKE1("DDTraceClientIP", set_srv_flag, SRV_FIELD(client_ip), RSRC_CONF,
+                  "On|Off: resolve http.client_ip from forwarding headers, and network.client.ip "
+                  "(Off: neither; unset: httpd's client address)"),
+    AP_INIT_TAKE1("DDTraceClientIPHeader", set_client_ip_header, NULL, RSRC_CONF,
+                  "the one header to resolve the client IP from (default: the tracers' list)"),
+    AP_INIT_RAW_ARGS("DDTraceServerErrorStatuses", set_error_statuses, NULL, RSRC_CONF,
+                     "statuses that make the span an error, e.g. 500-599,429 (default 500-599)"),
+    AP_INIT_TAKE1("DDTraceQueryString", set_srv_flag, SRV_FIELD(query_string), RSRC_CONF,
+                  "On|Off: the query string (obfuscated) in http.url (default Off)"),
+    AP_INIT_RAW_ARGS("DDTraceQueryStringObfuscation", set_qs_obfuscation, NULL, RSRC_CONF,
+                     "regular expression whose matches in the query string become <redacted> "
+                     "(default: the tracers'; \"\" for none)"),
     {NULL},
 };
 
@@ -381,24 +475,6 @@ static const char *env_value(const char *name)
     return v && *v ? v : NULL;
 }
 
-/* DD_TAGS: "k1:v1,k2:v2" or "k1:v1 k2:v2"; entries without a key are skipped. */
-static apr_array_header_t *parse_dd_tags(apr_pool_t *p, const char *s)
-{
-    apr_array_header_t *tags = apr_array_make(p, 4, sizeof(dd_meta_t));
-    char *copy = apr_pstrdup(p, s), *state = NULL;
-    for (char *tok = apr_strtok(copy, ", ", &state); tok; tok = apr_strtok(NULL, ", ", &state)) {
-        char *colon = strchr(tok, ':');
-        dd_meta_t *m;
-        if (!colon || colon == tok)
-            continue;
-        *colon = '\0';
-        m = apr_array_push(tags);
-        *m = (dd_meta_t){tok, colon + 1, 0, 0};
-        dd_meta_measure(m);
-    }
-    return tags;
-}
-
 /* A bad environment value is reported once at startup (not in the first of httpd's two
  * configuration passes) and ignored: the default applies. */
 #define ENV_PROBLEM(id, name, value, why)                                                          \
@@ -409,16 +485,121 @@ static apr_array_header_t *parse_dd_tags(apr_pool_t *p, const char *s)
                          why);                                                                     \
     } while (0)
 
+static void env_bool(server_rec *s, int report, int id, const char *name, int dflt, int *out);
+
+/* The tracer features' environment variables (log ids DDP6000-6099). */
+static void read_feature_env(apr_pool_t *p, server_rec *s, int report)
+{
+    const char *v, *bad = NULL, *why = NULL;
+    int apm = 1;
+    dd_status_set_t *set;
+
+    /* DD_TRACE_ENABLED=false: no traces (as DDTrace Off where no DDTrace directive says
+     * otherwise). DD_APM_TRACING_ENABLED=false is the same here: the tracers keep sending a
+     * trace a minute then only so that another product (AppSec) can work without APM, and
+     * the module has no other product. */
+    env_bool(s, report, 6001, "DD_TRACE_ENABLED", 1, &dd_proxy_env.trace_enabled);
+    env_bool(s, report, 6002, "DD_APM_TRACING_ENABLED", 1, &apm);
+    dd_proxy_env.trace_enabled = dd_proxy_env.trace_enabled && apm;
+
+    dd_proxy_env.header_tags = NULL;
+    if ((v = env_value("DD_TRACE_HEADER_TAGS")) &&
+        dd_header_tags_parse(p, v, &dd_proxy_env.header_tags, &bad, &why) != 0) {
+        dd_proxy_env.header_tags = NULL;
+        ENV_PROBLEM(6003, "DD_TRACE_HEADER_TAGS", v,
+                    apr_psprintf(p, "'%s' is not header or header:tag (%s)", bad, why));
+    }
+    if (dd_proxy_env.header_tags && dd_proxy_env.header_tags->nelts == 0)
+        dd_proxy_env.header_tags = NULL;
+
+    dd_proxy_env.client_ip = UNSET;
+    if (env_value("DD_TRACE_CLIENT_IP_ENABLED"))
+        env_bool(s, report, 6004, "DD_TRACE_CLIENT_IP_ENABLED", UNSET, &dd_proxy_env.client_ip);
+    dd_proxy_env.client_ip_header = NULL;
+    if ((v = env_value("DD_TRACE_CLIENT_IP_HEADER"))) {
+        if (is_header_name(v))
+            dd_proxy_env.client_ip_header = v;
+        else
+            ENV_PROBLEM(6005, "DD_TRACE_CLIENT_IP_HEADER", v, "not an HTTP header name");
+    }
+
+    dd_proxy_env.error_statuses = NULL;
+    v = env_value("DD_TRACE_HTTP_SERVER_ERROR_STATUSES");
+    if (!v)
+        v = env_value("DD_HTTP_SERVER_ERROR_STATUSES"); /* dd-trace-js and -java's name */
+    set = apr_pcalloc(p, sizeof(*set));
+    if (v && dd_status_set_parse(v, set, &why) == 0)
+        dd_proxy_env.error_statuses = set;
+    else if (v)
+        ENV_PROBLEM(6006, "DD_TRACE_HTTP_SERVER_ERROR_STATUSES", v, why);
+
+    dd_proxy_env.query_string = UNSET;
+    if (env_value("DD_HTTP_SERVER_TAG_QUERY_STRING"))
+        env_bool(s, report, 6007, "DD_HTTP_SERVER_TAG_QUERY_STRING", UNSET,
+                 &dd_proxy_env.query_string);
+    /* set but empty means "no obfuscation", so getenv, not env_value */
+    v = getenv("DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP");
+    dd_proxy_env.qs_regexp = v ? v : dd_qs_default_regexp;
+    dd_proxy_env.qs_obfuscator = NULL;
+}
+
+void dd_proxy_resolve_features(apr_pool_t *p, server_rec *s)
+{
+    int report = ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG;
+    for (server_rec *v = s; v; v = v->next) {
+        dd_srv_conf_t *c = dd_proxy_srv_conf(v);
+        int on = c->query_string != UNSET ? c->query_string : dd_proxy_env.query_string == 1;
+        c->resolved_qs = NULL;
+        if (!on)
+            continue;
+        if (c->qs_obfuscator) {
+            c->resolved_qs = c->qs_obfuscator;
+            continue;
+        }
+        if (!dd_proxy_env.qs_obfuscator) {
+            const char *why = NULL;
+            size_t at = 0;
+            dd_proxy_env.qs_obfuscator =
+                dd_qs_obfuscator_create(p, dd_proxy_env.qs_regexp, &why, &at);
+            if (!dd_proxy_env.qs_obfuscator) {
+                /* as dd-trace-py does with a bad expression: no query strings at all */
+                if (report)
+                    ap_log_error(
+                        APLOG_MARK, APLOG_WARNING, 0, s,
+                        DDLOGNO(6008) "ignoring "
+                                      "DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP='%s': %s at "
+                                      "offset %" APR_SIZE_T_FMT "; query strings are not "
+                                      "shown",
+                        dd_proxy_env.qs_regexp, why, at);
+                return;
+            }
+        }
+        c->resolved_qs = dd_proxy_env.qs_obfuscator;
+    }
+}
+
 void dd_proxy_read_env(apr_pool_t *p, server_rec *s)
 {
     const char *v, *why;
     dd_agent_url_t url;
     int report = ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG;
 
+    /* Unified service tagging: DD_SERVICE, DD_ENV, DD_VERSION, else DD_TAGS' service:, env:,
+     * version: entries (dd-trace-py's precedence); those entries are not tags of their own. */
+    dd_proxy_env.tags = (v = env_value("DD_TAGS")) ? dd_parse_tags(p, v) : NULL;
     dd_proxy_env.service = env_value("DD_SERVICE");
     dd_proxy_env.env = env_value("DD_ENV");
     dd_proxy_env.version = env_value("DD_VERSION");
-    dd_proxy_env.tags = (v = env_value("DD_TAGS")) ? parse_dd_tags(p, v) : NULL;
+    if (dd_proxy_env.tags) {
+        static const char *const ust[] = {"service", "env", "version"};
+        const char **dest[] = {&dd_proxy_env.service, &dd_proxy_env.env, &dd_proxy_env.version};
+        for (int i = 0; i < 3; i++) {
+            const char *t = dd_tags_get(dd_proxy_env.tags, ust[i]);
+            if (!*dest[i] && t && *t)
+                *dest[i] = t;
+            dd_tags_remove(dd_proxy_env.tags, ust[i]);
+        }
+    }
     v = env_value("DD_TRACE_INFERRED_PROXY_SERVICES_ENABLED");
     dd_proxy_env.inferred = v && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0);
     dd_proxy_env.agent_url = dd_agent_url_from_env(p);
@@ -445,5 +626,20 @@ void dd_proxy_read_env(apr_pool_t *p, server_rec *s)
     if ((v = env_value("DD_TRACE_RATE_LIMIT")) && !parse_per_second(v, &dd_proxy_env.rate_limit)) {
         dd_proxy_env.rate_limit = DEFAULT_RATE_LIMIT;
         ENV_PROBLEM(1008, "DD_TRACE_RATE_LIMIT", v, "not a number of traces per second");
+    }
+    read_feature_env(p, s, report);
+}
+
+/* An environment boolean: *out = its value, else dflt (and a warning when it is not one). */
+static void env_bool(server_rec *s, int report, int id, const char *name, int dflt, int *out)
+{
+    const char *v = env_value(name);
+    *out = dflt;
+    if (v && !dd_parse_bool(v, out)) {
+        *out = dflt;
+        if (report)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                         "DDP%d: ignoring %s='%s': not true or false; the default applies", id,
+                         name, v);
     }
 }

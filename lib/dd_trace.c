@@ -78,18 +78,19 @@ static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const
                               const char *path, int *truncated)
 {
     char port[8], *d = port + sizeof(port);
+    const char *q = req->query && *req->query ? "?" : "", *query = *q ? req->query : "";
     unsigned v = req->port;
     int default_port = req->port == 0 || (strcmp(req->scheme, "https") == 0 && req->port == 443) ||
                        (strcmp(req->scheme, "http") == 0 && req->port == 80);
     if (default_port)
-        return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, path);
+        return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, path, q, query);
     *--d = '\0'; /* ":<port>" without printf: a port is at most 5 digits */
     do {
         *--d = (char)('0' + v % 10);
         v /= 10;
     } while (v && d > port + 1);
     *--d = ':';
-    return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, d, path);
+    return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, d, path, q, query);
 }
 
 static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
@@ -115,9 +116,18 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         ADD(s, "http.useragent", user_agent);
     if (req->client_ip)
         ADD(s, "http.client_ip", req->client_ip);
+    if (req->network_client_ip)
+        ADD(s, "network.client.ip", req->network_client_ip);
     if (gw && gw->resource_path)
         ADD(s, "http.route", gw->resource_path);
     set_common_meta(s, conf);
+    if (req->tags) { /* header tags: the glue cleaned them, and they replace a tag they name */
+        const dd_meta_t *m = (const dd_meta_t *)req->tags->elts;
+        for (int i = 0; i < req->tags->nelts; i++)
+            dd_span_put_meta(s, &m[i]);
+    }
+    if (req->truncated)
+        *truncated = 1;
     return s;
 }
 
@@ -181,6 +191,7 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
 
     t->pool = p;
     t->priority = DD_PRIORITY_UNSET;
+    t->error_statuses = conf->error_statuses;
     if (parent && parent->trace_id_low) {
         t->parent = *parent;
         high = parent->trace_id_high;
@@ -298,7 +309,8 @@ void dd_trace_finish(dd_trace_t *t, int64_t end_ns, int status, const char *stat
 
     s->duration = end_ns > s->start ? end_ns - s->start : 0;
     SET(s, "http.status_code", code, 0);
-    if (status >= 500 && status <= 599) {
+    if (t->error_statuses ? dd_status_set_has(t->error_statuses, status)
+                          : status >= 500 && status <= 599) {
         const char *msg = error_notes && *error_notes ? error_notes : status_line;
         int truncated = 0;
         s->error = 1;

@@ -17,6 +17,7 @@
 #include "dd_propagation.h"
 #include "dd_rates.h"
 #include "dd_sampler.h"
+#include "dd_settings.h"
 
 /* What the configuration says, resolved (directive, else environment, else default). */
 typedef struct {
@@ -27,6 +28,8 @@ typedef struct {
     int user_tag;                   /* DDInferredProxyUserTag */
     int trace_id_128;               /* generate 128-bit trace ids */
     const dd_rules_t *rules;        /* sampling rules incl. the DDSampleRate catch-all, or NULL */
+    /* Server error statuses (DDTraceServerErrorStatuses): NULL = 500-599. */
+    const dd_status_set_t *error_statuses;
 } dd_trace_conf_t;
 
 /* The facts about the request httpd read. */
@@ -39,14 +42,20 @@ typedef struct {
     const char *path;       /* without query string */
     const char *user_agent; /* may be NULL */
     const char *client_ip;  /* may be NULL */
+    /* Tracer features (DDTraceClientIP, DDTraceQueryString, DDTraceHeaderTags): */
+    const char *network_client_ip;  /* the TCP peer, or NULL: no network.client.ip */
+    const char *query;              /* shown in http.url after '?' (obfuscated), or NULL */
+    const apr_array_header_t *tags; /* dd_meta_t for the server span (header tags), or NULL */
+    int truncated;                  /* one of those values was cut to its cap */
 } dd_request_info_t;
 
 typedef struct {
     apr_pool_t *pool;
     dd_span_t *inferred; /* NULL when no gateway */
     dd_span_t *server;
-    dd_context_t parent; /* the inbound context (trace_id_low == 0: none) */
-    int priority;        /* decided sampling priority */
+    dd_context_t parent;                   /* the inbound context (trace_id_low == 0: none) */
+    int priority;                          /* decided sampling priority */
+    const dd_status_set_t *error_statuses; /* conf->error_statuses */
 } dd_trace_t;
 
 /* Builds the spans. gw may be NULL (no inferred span); parent may be NULL (new trace). */
@@ -64,7 +73,8 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
 void dd_trace_inject_input(const dd_trace_t *t, const char *tracestate, dd_inject_t *out);
 
 /* Ends the trace at end_ns with the final HTTP status. status_line and error_notes may be
- * NULL; the error message is error_notes when given, else the status line. */
+ * NULL; the error message is error_notes when given, else the status line. The status is an
+ * error when it is in conf->error_statuses (500-599 without one). */
 void dd_trace_finish(dd_trace_t *t, int64_t end_ns, int status, const char *status_line,
                      const char *error_notes);
 

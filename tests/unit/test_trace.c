@@ -337,6 +337,56 @@ static void test_clean_request(void)
     CHECK(strlen(dd_span_get_meta(t->server, "http.url")) <= 4096);
 }
 
+/* The tracer features' inputs: query string, network.client.ip, header tags, error statuses. */
+static void test_features(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_status_set_t set;
+    const char *why;
+    apr_array_header_t *tags = apr_array_make(pool, 2, sizeof(dd_meta_t));
+    dd_trace_t *t;
+    dd_span_t *s;
+    double cut = 0;
+
+    *(dd_meta_t *)apr_array_push(tags) = (dd_meta_t){"http.request.headers.x-id", "42", 0, 0};
+    *(dd_meta_t *)apr_array_push(tags) = (dd_meta_t){"team", "from-header", 0, 0};
+    r.query = "a=1&<redacted>";
+    r.network_client_ip = "127.0.0.1";
+    r.tags = tags;
+    CHECK(dd_status_set_parse("500-599,429", &set, &why) == 0);
+    c.error_statuses = &set;
+    t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    s = t->server;
+    CHECK_STR(dd_span_get_meta(s, "http.url"),
+              "http://api.internal:8080/api/users/123?a=1&<redacted>");
+    CHECK_STR(s->resource, "GET /api/users/123"); /* never the query */
+    CHECK_STR(dd_span_get_meta(s, "network.client.ip"), "127.0.0.1");
+    CHECK_STR(dd_span_get_meta(s, "http.client_ip"), "10.0.0.1");
+    CHECK_STR(dd_span_get_meta(s, "http.request.headers.x-id"), "42");
+    CHECK_STR(dd_span_get_meta(s, "team"), "from-header");
+    CHECK(!dd_span_get_metric(s, "_dd.proxy.truncated", &cut));
+    dd_trace_finish(t, r.start_ns + 1000, 429, "429 Too Many Requests", NULL);
+    CHECK(s->error == 1);
+    CHECK_STR(dd_span_get_meta(s, "error.message"), "429 Too Many Requests");
+    CHECK_STR(dd_span_get_meta(s, "error.type"), "HTTP 429");
+
+    /* with that set a 503 is not an error */
+    CHECK(dd_status_set_parse("400-499", &set, &why) == 0);
+    t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    dd_trace_finish(t, r.start_ns + 1000, 503, "503 Service Unavailable", NULL);
+    CHECK(t->server->error == 0);
+    CHECK(dd_span_get_meta(t->server, "error.message") == NULL);
+
+    /* an empty query shows no '?'; a cut header value marks the span */
+    r.query = "";
+    r.port = 80;
+    r.truncated = 1;
+    t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    CHECK_STR(dd_span_get_meta(t->server, "http.url"), "http://api.internal/api/users/123");
+    CHECK(dd_span_get_metric(t->server, "_dd.proxy.truncated", &cut) && cut == 1);
+}
+
 int main(void)
 {
     apr_initialize();
@@ -347,6 +397,7 @@ int main(void)
     test_sampling_formula();
     test_rules_at_the_gateway();
     test_clean_request();
+    test_features();
     apr_pool_destroy(pool);
     apr_terminate();
     UNIT_DONE();
