@@ -120,3 +120,16 @@ ProxyPass /api/ {backend.url}/
     assert m["http.url"] == f"http://127.0.0.1:{h.port}/api/status/503", dump(s)
     assert m["http.client_ip"] == "127.0.0.1", dump(s)
     assert not any(k.startswith("http.request.headers.") for k in m), dump(s)
+
+
+def test_shipped_conf_with_every_directive_uncommented(conf_httpd):
+    """conf.d/dd_proxy.conf: every commented directive line, uncommented, is valid."""
+    import os
+    from httpd import REPO
+    with open(os.path.join(REPO, "conf.d", "dd_proxy.conf")) as f:
+        text = f.read()
+    lines = [ln.replace("#DD", "DD", 1) if ln.lstrip().startswith("#DD") else ln
+             for ln in text.splitlines()]
+    assert sum(ln.lstrip().startswith("DDTrace") for ln in lines) >= 7
+    rc, out = conf_httpd.config_test("\n".join(lines) + "\n")
+    assert rc == 0 and "Syntax OK" in out, out

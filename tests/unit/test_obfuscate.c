@@ -84,6 +84,15 @@ static void test_config(apr_pool_t *p)
     o = dd_qs_obfuscator_create(p, "x*", &why, &at);
     CHECK_STR(ob(o, p, "a=1&b=2", &cut), "a=1&b=2");
     CHECK_STR(ob(o, p, "axxb", &cut), "a<redacted>b");
+    /* the README's broader expression */
+    o = dd_qs_obfuscator_create(p,
+                                "(?<![^&])(?:sig|key|code|[a-z_-]*(?:pass|pwd|secret|token|key|"
+                                "sign|auth)[a-z_-]*)=[^&]*",
+                                &why, &at);
+    CHECK(o != NULL);
+    if (o)
+        CHECK_STR(ob(o, p, "sv=1&sig=a%3D&key=AIza&code=4&Api_Key=x&q=shoes&asig=2", &cut),
+                  "sv=1&<redacted>&<redacted>&<redacted>&<redacted>&q=shoes&asig=2");
     /* bad expressions are refused with PCRE2's reason and where */
     why = NULL;
     CHECK(dd_qs_obfuscator_create(p, "(unclosed", &why, &at) == NULL);
