@@ -280,9 +280,12 @@ static void read_features(request_rec *r, const dd_srv_conf_t *c, dd_req_state_t
                                &st->req.truncated);
         st->req.tags = tags;
     }
-    if (c->resolved_qs && r->parsed_uri.query)
-        st->req.query = dd_qs_obfuscate(c->resolved_qs, r->pool, r->parsed_uri.query,
+    if (c->resolved_qs && r->parsed_uri.query) {
+        const char *q = dd_qs_obfuscate(c->resolved_qs, r->pool, r->parsed_uri.query,
                                         strlen(r->parsed_uri.query), &st->req.truncated);
+        /* a raw query may hold any byte: made valid UTF-8 as the path is */
+        st->req.query = dd_str_clean(r->pool, q, strlen(q), DD_CAP_PATH, &st->req.truncated);
+    }
     /* Unset: httpd's own client address (mod_remoteip's result where it is set up). Off:
      * none. On: the tracers' resolution from the forwarding headers, unless mod_remoteip (or
      * another module) already replaced the TCP peer's address: the operator told httpd which

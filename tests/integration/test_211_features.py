@@ -149,3 +149,20 @@ def test_long_query_capped_on_a_parameter(h, agent):
     url = s["meta"]["http.url"]
     assert len(url.encode()) <= 4096 and "ghp_" not in url, len(url)
     assert s["metrics"].get("_dd.proxy.truncated") == 1, dump(s)
+
+
+def test_raw_bytes_in_query_made_valid(h, agent):
+    import socket
+    ua = unique_ua("rawq")
+    with socket.create_connection(("127.0.0.1", h.ports[1]), timeout=5) as sock:
+        sock.sendall(b"GET /index.html?q=caf\xe9&password=x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"User-Agent: " + ua.encode() + b"\r\nConnection: close\r\n\r\n")
+        resp = b""
+        while True:
+            part = sock.recv(65536)
+            if not part:
+                break
+            resp += part
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:200]
+    s = server_span(one_chunk(agent, ua))
+    assert s["meta"]["http.url"].endswith("/index.html?q=caf\ufffd&<redacted>"), dump(s)
