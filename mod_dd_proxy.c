@@ -181,6 +181,7 @@ static void child_init(apr_pool_t *p, server_rec *s)
     fc.send_timeout_ms = SEND_TIMEOUT_MS;
     fc.stop_deadline_ms = STOP_DEADLINE_MS;
     fc.on_error = on_agent_error;
+    fc.tick = dd_proxy_xray_flusher_tick; /* X-Ray segments and sampling (issue 17) */
     rv = dd_flusher_start(p, &fc, &child.flusher);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
@@ -446,6 +447,13 @@ static int post_read_request(request_rec *r)
     return DECLINED;
 }
 
+dd_trace_t *dd_proxy_request_trace(request_rec *r)
+{
+    request_rec *first = first_request(r->main ? r->main : r);
+    dd_req_state_t *st = ap_get_module_config(first->request_config, &dd_proxy_module);
+    return st ? st->trace : NULL;
+}
+
 static void clear_correlation(request_rec *r)
 {
     for (request_rec *q = r; q; q = q->prev) {
@@ -568,6 +576,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_post_read_request(post_read_request, after_remoteip, NULL, APR_HOOK_FIRST);
     ap_hook_fixups(fixups, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_log_transaction(log_transaction, NULL, NULL, APR_HOOK_FIRST);
+    dd_proxy_xray_register_hooks(p); /* X-Ray (issue 17), mod_dd_proxy_xray.c */
 }
 
 AP_DECLARE_MODULE(dd_proxy) = {

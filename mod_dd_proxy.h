@@ -3,6 +3,7 @@
  * mod_dd_proxy.c        hooks: requests, the per-child flusher; the module table
  * mod_dd_proxy_config.c directives, merges, environment fallbacks
  * mod_dd_proxy_status.c the counters in shared memory, mod_status and the JSON handler
+ * mod_dd_proxy_xray.c   AWS X-Ray segments and sampling (mod_dd_proxy_xray.h)
  */
 #ifndef MOD_DD_PROXY_H
 #define MOD_DD_PROXY_H
@@ -15,6 +16,8 @@
 #include "dd_sampler.h"
 #include "dd_settings.h"
 #include "dd_stats.h"
+#include "dd_trace.h"
+#include "mod_dd_proxy_xray.h"
 
 /* Stable log ids, in the spirit of httpd's APLOGNO. */
 #define DDLOGNO(n) "DDP" #n ": "
@@ -56,6 +59,8 @@ typedef struct {
     int query_string;                        /* DDTraceQueryString: UNSET, 0, 1 */
     const dd_qs_obfuscator_t *qs_obfuscator; /* DDTraceQueryStringObfuscation, NULL = unset */
     const dd_qs_obfuscator_t *resolved_qs; /* what applies, when query_string is on (post_config) */
+    /* X-Ray (issue 17): DDXRay, DDXRaySegmentName, DDXRayDaemonAddress */
+    dd_xray_srv_conf_t xray;
 } dd_srv_conf_t;
 
 typedef struct {
@@ -103,6 +108,10 @@ static inline dd_srv_conf_t *dd_proxy_srv_conf(server_rec *s)
 {
     return ap_get_module_config(s->module_config, &dd_proxy_module);
 }
+
+/* The trace of the request r belongs to (its first request's; NULL when it is not traced),
+ * for the X-Ray glue. */
+dd_trace_t *dd_proxy_request_trace(request_rec *r);
 
 /* The counters every child adds to (shared memory once attached). */
 extern dd_stats_t *dd_proxy_stats;

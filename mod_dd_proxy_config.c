@@ -34,6 +34,7 @@ void *dd_proxy_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->queue_items = c->queue_bytes = UNSET;
     c->sample_rate = c->rate_limit = -1;
     c->client_ip = c->query_string = UNSET;
+    dd_proxy_xray_srv_init(&c->xray);
     return c;
 }
 
@@ -64,6 +65,7 @@ void *dd_proxy_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(error_statuses);
     MERGE_INT(query_string);
     MERGE_PTR(qs_obfuscator);
+    dd_proxy_xray_srv_merge(&c->xray, &base->xray, &add->xray);
     return c;
 }
 
@@ -462,6 +464,7 @@ const command_rec dd_proxy_cmds[] = {
     AP_INIT_RAW_ARGS("DDTraceQueryStringObfuscation", set_qs_obfuscation, NULL, RSRC_CONF,
                      "regular expression whose matches in the query string become <redacted> "
                      "(default: the tracers'; \"\" for none)"),
+    DD_PROXY_XRAY_CMDS,
     {NULL},
 };
 

@@ -84,6 +84,7 @@ int dd_proxy_status_hook(request_rec *r, int flags)
             r, row_fmt,
             apr_pstrcat(r->pool, "ChunksDropped_", dd_drop_reason_name((dd_drop_reason_t)i), NULL),
             (apr_uint64_t)dd_stats_get(&dd_proxy_stats->chunks_dropped[i]));
+    dd_proxy_xray_status_rows(r, flags); /* X-Ray (issue 17) */
     if (flags & AP_STATUS_SHORT) {
         ap_rprintf(r, "DDProxyLastAgentErrorTime: %" APR_INT64_T_FMT "\n", when);
         return OK;

@@ -242,6 +242,13 @@ size_t dd_flusher_drain_once(dd_flusher_t *f, long timeout_ms)
     return drain_round(f, timeout_ms, &popped);
 }
 
+static void run_tick(dd_flusher_t *f, int final)
+{
+    if (f->conf.tick != NULL) {
+        f->conf.tick(f->conf.tick_ctx, f, final);
+    }
+}
+
 /* On stop: rounds until the queue is empty. Once the deadline has passed, rounds only drop
  * (payload_send sees no time left), and one such round is the last. */
 static void final_drain(dd_flusher_t *f)
@@ -254,6 +261,7 @@ static void final_drain(dd_flusher_t *f)
         past_deadline = now_ms() >= stop_at;
         drain_round(f, f->conf.send_timeout_ms, &popped);
     } while (popped > 0 && !past_deadline);
+    run_tick(f, 1);
 }
 
 /* --- the thread -------------------------------------------------------------------------- */
@@ -302,6 +310,7 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
                 break;
             }
         }
+        run_tick(f, 0);
         next = now_ms() + f->conf.interval_ms;
     }
     final_drain(f);

@@ -24,6 +24,8 @@ typedef struct {
     void *ctx;
 } dd_sender_t;
 
+typedef struct dd_flusher dd_flusher_t;
+
 typedef struct {
     dd_queue_t *queue;
     dd_sender_t sender;
@@ -37,9 +39,13 @@ typedef struct {
      * logging in the glue. */
     void (*on_error)(void *ctx, long http_status, const char *error);
     void *on_error_ctx;
+    /* Other work that must leave from this thread and never from a request thread (X-Ray
+     * segments over UDP, X-Ray's sampling API): called after each wake-up's drain, and once
+     * more at the end of the final drain with final = 1 (then it should only send what it
+     * holds, quickly). f lets it ask for early wake-ups (dd_flusher_wake). May be NULL. */
+    void (*tick)(void *ctx, dd_flusher_t *f, int final);
+    void *tick_ctx;
 } dd_flusher_conf_t;
-
-typedef struct dd_flusher dd_flusher_t;
 
 /* Starts the thread. The flusher lives in pool p (its memory; the thread is joined by
  * dd_flusher_stop, not by the pool). Returns APR_SUCCESS or an APR error. */

@@ -24,6 +24,7 @@
 
 #include "dd_span.h"
 #include "dd_util.h"
+#include "dd_xray.h"
 
 /* W3C: a tracestate holds at most 32 list members; Datadog keeps its own member within 256
  * bytes. */
@@ -507,68 +508,26 @@ int dd_extract_b3multi(apr_pool_t *p, const apr_table_t *h, dd_extracted_t *out)
 
 /* ---- xray ------------------------------------------------------------------------------ */
 
-/* "1-<8 hex>-<24 hex>": the 32 digits are the 128-bit trace id, high half first. */
-static int parse_xray_root(const char *v, size_t n, uint64_t *hi, uint64_t *lo)
-{
-    uint64_t a, b;
-    if (n != 35 || v[0] != '1' || v[1] != '-' || v[10] != '-')
-        return 0;
-    if (!dd_parse_u64_hex(v + 2, 8, &a) || !dd_parse_u64_hex(v + 11, 8, &b) ||
-        !dd_parse_u64_hex(v + 19, 16, lo) || *lo == 0)
-        return 0;
-    *hi = (a << 32) | b;
-    return 1;
-}
-
+/* The header as X-Ray reads it (dd_xray_header_parse: a repeated key, a malformed Root or
+ * Parent, or a ',' make it no context). A Root is required (it is the trace id); a Root with no
+ * Parent (what ALBs and API Gateway add for an uninstrumented caller) continues the trace
+ * with no parent span. Sampled=1/0 is the priority; "?" or anything else leaves it to httpd. */
 int dd_extract_xray(apr_pool_t *p, const apr_table_t *h, dd_extracted_t *out)
 {
     const char *s = header_one(h, "x-amzn-trace-id", NULL);
-    size_t n;
-    uint64_t hi = 0, lo = 0, parent = 0;
-    int have_root = 0, have_parent = 0, have_sampled = 0, prio = DD_PRIORITY_UNSET;
+    dd_xray_header_t xh;
     dd_extracted_t x;
 
-    (void)p;
-    /* X-Ray fields never hold a comma: one means httpd joined a repeated header. */
-    if (!s || strchr(s, ','))
+    if (!s || !dd_xray_header_parse(p, s, &xh) || !xh.has_root)
         return 0;
-    n = strlen(s);
-    for (size_t pos = 0; pos <= n;) {
-        size_t end = pos + find(s + pos, n - pos, ';');
-        const char *f = s + pos;
-        size_t fn = end - pos;
-        pos = end + 1;
-        trim(&f, &fn);
-        size_t eq = find(f, fn, '=');
-        if (eq == fn)
-            continue;
-        const char *k = f, *v = f + eq + 1;
-        size_t kn = eq, vn = fn - eq - 1;
-        trim(&k, &kn);
-        trim(&v, &vn);
-        if (slice_ieq(k, kn, "root")) {
-            if (have_root++ || !parse_xray_root(v, vn, &hi, &lo))
-                return 0;
-        } else if (slice_ieq(k, kn, "parent")) {
-            if (have_parent++ || vn != 16 || !dd_parse_u64_hex(v, 16, &parent) || parent == 0)
-                return 0;
-        } else if (slice_ieq(k, kn, "sampled")) {
-            if (have_sampled++)
-                return 0;
-            if (slice_eq(v, vn, "1"))
-                prio = 1;
-            else if (slice_eq(v, vn, "0"))
-                prio = 0; /* "?" and anything else: httpd decides */
-        }
-    }
-    if (!have_root || !have_parent)
-        return 0;
-
     extracted_init(&x, DD_STYLE_XRAY);
-    x.ctx.trace_id_high = hi;
-    x.ctx.trace_id_low = lo;
-    x.ctx.parent_id = parent;
-    x.ctx.priority = prio;
+    x.ctx.trace_id_high = xh.root_hi;
+    x.ctx.trace_id_low = xh.root_lo;
+    x.ctx.parent_id = xh.parent;
+    x.ctx.priority = xh.sampled == DD_XRAY_SAMPLED_YES  ? 1
+                     : xh.sampled == DD_XRAY_SAMPLED_NO ? 0
+                                                        : DD_PRIORITY_UNSET;
+    x.xray_extra = xh.extra;
     *out = x;
     return 1;
 }

@@ -40,7 +40,7 @@ typedef struct {
     dd_context_t ctx;
     dd_style_t style;          /* the style that won */
     const char *tracestate;    /* inbound tracestate without the dd= member (for re-injection), or NULL */
-    const char *xray_extra;    /* reserved: NULL */
+    const char *xray_extra;    /* xray: the header's other fields (Lineage=...), or NULL */
     const char *propagation_error; /* e.g. "extract_max_size", "decoding_error": set as
                                       _dd.propagation_error on the root; or NULL */
     const char *w3c_parent;    /* tracestate dd= p: value (16 hex), or NULL */

@@ -20,6 +20,63 @@ const char *dd_drop_reason_name(dd_drop_reason_t r)
     return "unknown";
 }
 
+/* X-Ray (issue 17) */
+const char *dd_xray_drop_reason_name(dd_xray_drop_reason_t r)
+{
+    switch (r) {
+    case DD_XRAY_DROP_QUEUE_FULL:
+        return "queue_full";
+    case DD_XRAY_DROP_SEND_ERROR:
+        return "send_error";
+    case DD_XRAY_DROP_TOO_LARGE:
+        return "too_large";
+    case DD_XRAY_DROP_ENCODE_ERROR:
+        return "encode_error";
+    case DD_XRAY_DROP_SUBSEGMENT_LIMIT:
+        return "subsegment_limit";
+    case DD_XRAY_DROP_REASON_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+/* X-Ray (issue 17): its counters as the "xray" object. */
+static json_t *xray_json(dd_stats_t *s)
+{
+    json_t *x = json_object(), *drop = json_object();
+    int bad = !x || !drop;
+    for (int i = 0; !bad && i < DD_XRAY_DROP_REASON_COUNT; i++)
+        bad |= json_object_set_new(
+            drop, dd_xray_drop_reason_name((dd_xray_drop_reason_t)i),
+            json_integer((json_int_t)dd_stats_get(&s->xray_segments_dropped[i])));
+    if (!bad) {
+        struct {
+            const char *k;
+            atomic_uint_fast64_t *c;
+        } rows[] = {
+            {"segments_sent", &s->xray_segments_sent},
+            {"bytes_sent", &s->xray_bytes_sent},
+            {"segments_too_large", &s->xray_segments_too_large},
+            {"sampled", &s->xray_sampled},
+            {"not_sampled", &s->xray_not_sampled},
+            {"sampling_rules_fetched", &s->xray_sampling_rules_fetched},
+            {"sampling_targets_fetched", &s->xray_sampling_targets_fetched},
+            {"sampling_errors", &s->xray_sampling_errors},
+            {"sampling_rules_skipped", &s->xray_sampling_rules_skipped},
+        };
+        for (size_t i = 0; !bad && i < sizeof(rows) / sizeof(rows[0]); i++)
+            bad |= json_object_set_new(x, rows[i].k,
+                                       json_integer((json_int_t)dd_stats_get(rows[i].c)));
+        bad |= json_object_set(x, "segments_dropped", drop);
+    }
+    json_decref(drop);
+    if (bad) {
+        json_decref(x);
+        return NULL;
+    }
+    return x;
+}
+
 /* Copies at most n - 1 bytes of src and terminates. */
 static void copy_text(char *dst, size_t n, const char *src)
 {
@@ -86,6 +143,7 @@ char *dd_stats_to_json(dd_stats_t *s)
         json_t *msg = json_string(text); /* NULL for invalid UTF-8: say nothing then */
         bad |= json_object_set_new(last, "message", msg ? msg : json_string(""));
         bad |= json_object_set(o, "last_agent_error", last);
+        bad |= json_object_set_new(o, "xray", xray_json(s)); /* X-Ray (issue 17) */
     }
     if (!bad)
         out = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

@@ -19,6 +19,16 @@ typedef enum {
     DD_DROP_REASON_COUNT
 } dd_drop_reason_t;
 
+/* X-Ray (issue 17): why a segment document did not reach the daemon. */
+typedef enum {
+    DD_XRAY_DROP_QUEUE_FULL = 0,   /* the child's segment queue was full */
+    DD_XRAY_DROP_SEND_ERROR,       /* the socket refused it (no daemon, no route, buffer full) */
+    DD_XRAY_DROP_TOO_LARGE,        /* could not be made to fit a datagram */
+    DD_XRAY_DROP_ENCODE_ERROR,     /* out of memory building it */
+    DD_XRAY_DROP_SUBSEGMENT_LIMIT, /* proxied calls past DD_XRAY_MAX_SUBSEGMENTS per request */
+    DD_XRAY_DROP_REASON_COUNT
+} dd_xray_drop_reason_t;
+
 typedef struct {
     atomic_uint_fast64_t requests_traced;
     atomic_uint_fast64_t inferred_spans;
@@ -36,6 +46,18 @@ typedef struct {
      * that finds it taken skips; the text is diagnostics, never worth a wait). */
     atomic_flag last_agent_error_lock;
     char last_agent_error[128];
+
+    /* X-Ray (issue 17): segments sent to the daemon over UDP, and X-Ray's sampling */
+    atomic_uint_fast64_t xray_segments_sent; /* datagrams the socket took */
+    atomic_uint_fast64_t xray_bytes_sent;
+    atomic_uint_fast64_t xray_segments_dropped[DD_XRAY_DROP_REASON_COUNT];
+    atomic_uint_fast64_t xray_segments_too_large; /* split into several documents (or cut) */
+    atomic_uint_fast64_t xray_sampled;            /* requests X-Ray records */
+    atomic_uint_fast64_t xray_not_sampled;
+    atomic_uint_fast64_t xray_sampling_rules_fetched; /* GetSamplingRules answered */
+    atomic_uint_fast64_t xray_sampling_targets_fetched;
+    atomic_uint_fast64_t xray_sampling_errors;        /* calls that failed or answered garbage */
+    atomic_uint_fast64_t xray_sampling_rules_skipped; /* rules not usable here */
 } dd_stats_t;
 
 static inline void dd_stats_add(atomic_uint_fast64_t *c, uint64_t n)
@@ -49,6 +71,7 @@ static inline uint64_t dd_stats_get(atomic_uint_fast64_t *c)
 }
 
 const char *dd_drop_reason_name(dd_drop_reason_t r);
+const char *dd_xray_drop_reason_name(dd_xray_drop_reason_t r);
 
 /* Records the last agent error's text (truncated to fit). Never waits. */
 void dd_stats_set_error_text(dd_stats_t *s, const char *text);

@@ -299,6 +299,9 @@ STYLE_CASES = [
                                               f"Root={XR_ROOT};Parent={XR_PARENT:016x};"
                                               f"Sampled=0;Lineage=a87bd80c:1|68fd508a:5"},
      (XR_LOW, XR_HIGH, XR_PARENT, 0, None, {})),
+    # Root only (ALB, API Gateway for an uninstrumented caller): the trace, no parent (issue 17)
+    ("xray-root-only", {"X-Amzn-Trace-Id": f"Root={XR_ROOT};Sampled=1"},
+     (XR_LOW, XR_HIGH, 0, 1, None, {})),
 ]
 
 
@@ -598,7 +601,6 @@ MALFORMED = [
     ("b3-trace-id-repeated", [("x-b3-traceid", H32), ("x-b3-traceid", "1" * 32),
                               ("x-b3-spanid", P16)]),
     # xray
-    ("xray-root-without-parent", [("X-Amzn-Trace-Id", f"Root={XR_ROOT};Sampled=1")]),
     ("xray-parent-without-root", [("X-Amzn-Trace-Id", f"Parent={XR_PARENT:016x};Sampled=1")]),
     ("xray-root-version-2", [("X-Amzn-Trace-Id", f"Root=2{XR_ROOT[1:]};Parent={XR_PARENT:016x}")]),
     ("xray-root-short", [("X-Amzn-Trace-Id", f"Root={XR_ROOT[:-1]};Parent={XR_PARENT:016x}")]),

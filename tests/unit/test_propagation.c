@@ -552,9 +552,25 @@ static void test_xray(void)
     CHECK_U64(x.ctx.parent_id, 0x53995c3f42cd8ad8ULL);
     CHECK(x.ctx.priority == DD_PRIORITY_UNSET);
 
+    /* Root only (ALB, API Gateway for an uninstrumented caller): the trace, no parent */
+    CHECK(xr(hdrs("x-amzn-trace-id", "Root=" XR_ROOT ";Sampled=1", NULL), &x));
+    CHECK_U64(x.ctx.trace_id_high, 0x5759e988bd862e3fULL);
+    CHECK_U64(x.ctx.trace_id_low, 0xe1be46a994272793ULL);
+    CHECK_U64(x.ctx.parent_id, 0);
+    CHECK(x.ctx.priority == 1);
+    CHECK(xr(hdrs("x-amzn-trace-id", "Root=" XR_ROOT, NULL), &x));
+    CHECK_U64(x.ctx.parent_id, 0);
+    CHECK(x.ctx.priority == DD_PRIORITY_UNSET);
+    /* other fields are kept for the X-Ray glue to forward (Self is not) */
+    CHECK(xr(hdrs("x-amzn-trace-id",
+                  "Root=" XR_ROOT ";Self=1-67891234-12456789abcdef012345678;"
+                  "Lineage=a87bd80c:1|68fd508a:5",
+                  NULL),
+             &x));
+    CHECK_STR(x.xray_extra, "Lineage=a87bd80c:1|68fd508a:5");
+
     const char *bad[] = {
-        "Root=" XR_ROOT,                                               /* no Parent */
-        "Root=" XR_ROOT ";Sampled=1",                                  /* no Parent */
+        "Sampled=1",                                                   /* no Root */
         "Parent=" XR_PARENT ";Sampled=1",                              /* no Root */
         "Root=2-5759e988-bd862e3fe1be46a994272793;Parent=" XR_PARENT,  /* version */
         "Root=1-5759e98-bd862e3fe1be46a994272793;Parent=" XR_PARENT,   /* 7 hex */
