@@ -506,7 +506,9 @@ static void decide(request_rec *cur, xr_req_t *st)
                                   c->xray.name, xr.origin};
         dd_xray_decision_t dec;
         if (xr.sampler) {
-            dd_xray_sample(xr.sampler, &q, (int64_t)apr_time_sec(apr_time_now()), &dec);
+            /* the second the request arrived in: its reservoir is the one its segment's
+             * start_time falls in */
+            dd_xray_sample(xr.sampler, &q, (int64_t)apr_time_sec(first->request_time), &dec);
         } else {
             dec.sampled = 0; /* no sampler (cannot happen with DDXRay On): record nothing */
             dec.rule[0] = '\0';

@@ -16,3 +16,8 @@ if [ -n "$missing" ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
 fi
+
+# X-Ray (issue 17): the official AWS X-Ray SDK for Node.js, from its committed package-lock.json,
+# for tests/integration/test_952_xray_sdk.py (which skips, naming this step, when it is missing).
+bash "$(dirname "$0")/../tests/peers/xray-sdk/install.sh" ||
+    echo "tests/peers/xray-sdk: npm ci failed; the X-Ray SDK comparison tests will skip" >&2
