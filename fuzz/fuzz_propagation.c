@@ -62,7 +62,8 @@ static int check_header(void *rec, const char *key, const char *value)
 static void check_context(const dd_extracted_t *x)
 {
     ASSERT(x->ctx.trace_id_low != 0);
-    ASSERT(x->ctx.parent_id != 0);
+    /* a Root-only X-Ray header is a trace without a parent (issue 17) */
+    ASSERT(x->ctx.parent_id != 0 || x->style == DD_STYLE_XRAY);
     if (x->ctx.origin)
         ASSERT(printable(x->ctx.origin));
     if (x->ctx.tags) {
