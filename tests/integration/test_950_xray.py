@@ -9,6 +9,7 @@ none for /api/never/*.
 """
 
 import http.client
+import os
 import json
 import re
 import time
@@ -16,7 +17,8 @@ import time
 import pytest
 import requests
 
-from helpers import counters, dump, one_chunk, server_span, status_location, unique_ua
+from helpers import (child_pids, counters, dump, one_chunk, server_span, status_location,
+                     unique_ua)
 from httpd import vhost
 from xray_daemon import XRayDaemon, rule
 
@@ -424,3 +426,45 @@ def test_daemon_absent_costs_requests_nothing(httpd_factory, agent, backend):
     assert x["sampled"] >= 30
     assert x["segments_sent"] + x["segments_dropped"]["send_error"] == x["sampled"], x
     assert time.monotonic() - t0 < 15
+
+
+def _daemon_sockets(pid, ports):
+    """{fd: (proto, close-on-exec)} of pid's sockets connected to one of ports."""
+    inodes = {}
+    for proto in ("udp", "tcp", "udp6", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{proto}") as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if int(cols[2].split(":")[1], 16) in ports:
+                        inodes[cols[9]] = proto
+        except OSError:
+            continue
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                flags = int(next(ln for ln in f if ln.startswith("flags:")).split()[1], 8)
+        except (OSError, StopIteration):
+            continue
+        m = re.fullmatch(r"socket:\[(\d+)\]", target)
+        if m and m.group(1) in inodes:
+            out[int(fd)] = (inodes[m.group(1)], bool(flags & 0o2000000))
+    return out
+
+
+def test_daemon_sockets_are_close_on_exec(h, daemon):
+    """CGI children and piped loggers inherit nothing: the UDP socket to the daemon and the
+    sampling API's TCP connection are opened with SOCK_CLOEXEC."""
+    for _ in range(5):
+        send(h, "/index.html")
+    daemon.wait_for(lambda d: len(d.docs()) >= 5)
+    found = {}
+    for pid in child_pids(h):
+        for fd, v in _daemon_sockets(pid, {daemon.udp_port, daemon.tcp_port}).items():
+            found[(pid, fd)] = v
+    protos = {v[0][:3] for v in found.values()}
+    assert "udp" in protos and "tcp" in protos, f"daemon sockets found: {found}"
+    assert all(cloexec for _, cloexec in found.values()), found

@@ -225,3 +225,21 @@ def test_hostile_header_never_breaks_a_segment_or_a_response(hostile_h, agent, b
     down = backend.by_header("User-Agent", ua).header("X-Amzn-Trace-Id")
     assert DOWN_RE.match(down) and len(down) <= 400, down
     assert "Field99" not in down and "Big=" not in down  # extras stay within 256 bytes
+
+
+def test_shipped_configuration_lists_the_xray_directives_with_their_defaults():
+    """conf.d/dd_proxy.conf (what the package installs): the X-Ray lines, uncommented, are the
+    defaults and pass apache2 -t."""
+    from httpd import REPO
+    with open(f"{REPO}/conf.d/dd_proxy.conf") as f:
+        text = f.read()
+    lines = [ln.strip()[1:] for ln in text.splitlines() if ln.strip().startswith("#DDXRay")]
+    assert sorted(ln.split()[0] for ln in lines) == ["DDXRay", "DDXRayDaemonAddress",
+                                                     "DDXRaySegmentName"]
+    assert "DDXRay Off" in lines and "DDXRayDaemonAddress 127.0.0.1:2000" in lines
+    h = Httpd("xray-conf")
+    try:
+        rc, out = h.config_test("\n".join(lines))
+        assert rc == 0, out
+    finally:
+        h.cleanup()
