@@ -20,7 +20,7 @@ import requests
 from helpers import (child_pids, counters, dump, one_chunk, server_span, status_location,
                      unique_ua)
 from httpd import vhost
-from xray_daemon import XRayDaemon, rule
+from xray_daemon import NOT_MPM, XRayDaemon, rule
 
 ROOT = "1-5759e988-bd862e3fe1be46a994272793"
 PARENT = "53995c3f42cd8ad8"
@@ -63,6 +63,10 @@ ProxyPass /untrusted/ {backend.url}/
 </Location>
 ProxyPass /notrace/ {backend.url}/
 {status_location()}
+<Location /server-status>
+    SetHandler server-status
+    DDTrace Off
+</Location>
 {extra}
 """
 
@@ -189,6 +193,7 @@ def test_backend_down_is_a_fault_of_the_subsegment(httpd_factory, agent, daemon)
 ALLOW_LOG = [r"AH01114", r"AH00957", r"AH00959", r"AH01102"]  # the dead backend's lines
 
 
+@NOT_MPM
 def test_static_file_has_no_subsegment(h, daemon):
     status, _, body, ua = send(h, "/index.html")
     assert status == 200
@@ -198,6 +203,7 @@ def test_static_file_has_no_subsegment(h, daemon):
     assert seg["aws"]["xray"]["rule_name"] == "all"  # the centralized rule decided
 
 
+@NOT_MPM
 def test_head_request_content_length_is_the_entity_length(h, daemon):
     """HEAD: the length the response announces (as the Go SDK reads Content-Length)."""
     status, rh, body, ua = send(h, "/index.html", method="HEAD")
@@ -208,6 +214,7 @@ def test_head_request_content_length_is_the_entity_length(h, daemon):
 
 # --- ids: the same request in Datadog and X-Ray ------------------------------------------------
 
+@NOT_MPM
 def test_new_trace_has_the_datadog_ids_and_a_current_root(h, agent, backend, daemon):
     """No header: the X-Ray trace id is the Datadog 128-bit trace id (top 32 bits = the start
     time: a valid, current X-Ray Root), the segment id the server span's."""
@@ -234,6 +241,7 @@ def test_new_trace_has_the_datadog_ids_and_a_current_root(h, agent, backend, dae
                                              ";Sampled=1"
 
 
+@NOT_MPM
 def test_with_the_xray_style_the_datadog_trace_continues_the_root(httpd_factory, agent,
                                                                    backend, daemon):
     """DDPropagationStyle xray: the Datadog trace takes the Root (and Sampled=1 as priority 1,
@@ -256,6 +264,7 @@ def test_with_the_xray_style_the_datadog_trace_continues_the_root(httpd_factory,
         f"Root={ROOT};Parent={seg['subsegments'][0]['id']};Sampled=1"
 
 
+@NOT_MPM
 def test_root_only_header_is_the_trace_without_a_parent(h, backend, daemon):
     status, _, _, ua = send(h, "/api/rootonly", {"X-Amzn-Trace-Id": f"Root={ROOT}"})
     assert status == 200
@@ -266,6 +275,7 @@ def test_root_only_header_is_the_trace_without_a_parent(h, backend, daemon):
         f"Root={ROOT};Parent={seg['subsegments'][0]['id']};Sampled=1"
 
 
+@NOT_MPM
 def test_lineage_and_other_fields_go_downstream_self_does_not(h, backend, daemon):
     status, _, _, ua = send(h, "/api/lineage", {
         "X-Amzn-Trace-Id": f"Self=1-67891234-12456789abcdef012345678;Root={ROOT};"
@@ -279,6 +289,7 @@ def test_lineage_and_other_fields_go_downstream_self_does_not(h, backend, daemon
         "Lineage=a87bd80c:1|68fd508a:5;CalledFrom=app")
 
 
+@NOT_MPM
 def test_sampled_0_records_nothing_and_says_so_downstream(h, agent, backend, daemon):
     status, rh, _, ua = send(h, "/api/s0", {"X-Amzn-Trace-Id": f"Root={ROOT};Parent={PARENT};"
                                                                "Sampled=0"})
@@ -293,6 +304,7 @@ def test_sampled_0_records_nothing_and_says_so_downstream(h, agent, backend, dae
     assert srv["meta"]["aws.xray.trace_id"] == ROOT
 
 
+@NOT_MPM
 def test_sampled_ask_gets_the_decision_in_the_response(h, backend, daemon):
     """Sampled=?: httpd decides (the rules: 'all' keeps, 'never' drops) and answers with
     Root and the decision, as the SDKs' middleware does."""
@@ -311,6 +323,7 @@ def test_sampled_ask_gets_the_decision_in_the_response(h, backend, daemon):
     assert status == 500 and rh.get("X-Amzn-Trace-Id") == f"Root={ROOT};Sampled=1"
 
 
+@NOT_MPM
 def test_untrusted_location_ignores_the_inbound_header(h, backend, daemon):
     status, _, _, ua = send(h, "/untrusted/x", {"X-Amzn-Trace-Id": f"Root={ROOT};"
                                                                   f"Parent={PARENT};Sampled=0"})
@@ -321,6 +334,7 @@ def test_untrusted_location_ignores_the_inbound_header(h, backend, daemon):
     assert ROOT not in req.header("X-Amzn-Trace-Id")
 
 
+@NOT_MPM
 def test_not_traced_location_and_xray_off_vhost_leave_the_header_alone(h, backend, daemon):
     hdr = f"Root={ROOT};Parent={PARENT};Sampled=1"
     status, _, _, ua = send(h, "/notrace/x", {"X-Amzn-Trace-Id": hdr})
@@ -348,19 +362,13 @@ def test_counters_in_json_and_mod_status(h, daemon):
                                               "encode_error", "subsegment_limit"}
 
 
-def test_mod_status_rows(httpd_factory, agent, backend, daemon):
-    hh = httpd_factory("xray-status", config=base_config(agent, backend, daemon, """
-<Location /server-status>
-    SetHandler server-status
-    DDTrace Off
-</Location>
-ExtendedStatus On
-"""))
-    auto = requests.get(hh.url("/server-status?auto"), timeout=5).text
+@NOT_MPM
+def test_mod_status_rows(h):
+    auto = requests.get(h.url("/server-status?auto"), timeout=5).text
     for row in ("XRaySegmentsSent", "XRaySampled", "XRaySamplingErrors",
                 "XRaySegmentsDropped_send_error", "XRaySegmentsTooLarge"):
         assert re.search(rf"^DDProxy{row}: \d+$", auto, re.M), auto
-    html = requests.get(hh.url("/server-status"), timeout=5).text
+    html = requests.get(h.url("/server-status"), timeout=5).text
     assert "<td>XRaySegmentsSent</td>" in html
 
 
@@ -396,6 +404,7 @@ LoadModule include_module /usr/lib/apache2/modules/mod_include.so
     assert after["segments_dropped"]["too_large"] == before["segments_dropped"]["too_large"]
 
 
+@NOT_MPM
 @pytest.mark.allow_log(r"DDP3004", r"DDP3005")
 def test_daemon_absent_costs_requests_nothing(httpd_factory, agent, backend):
     """Nothing on the daemon's ports: requests answer as fast as with it, the drops and the

@@ -24,7 +24,7 @@ import pytest
 
 from helpers import counters, status_location, unique_ua
 from httpd import valgrind_on
-from xray_daemon import XRayDaemon, rule
+from xray_daemon import EVENT_ONLY, PLAIN_MPMS, XRayDaemon, rule
 
 ROOT = "1-5759e988-bd862e3fe1be46a994272793"
 
@@ -220,6 +220,7 @@ def test_rules_match_on_host_method_path_service_and_type(httpd_factory, agent, 
 
 # --- reservoirs per server --------------------------------------------------------------------
 
+@PLAIN_MPMS
 def test_borrowing_is_one_per_second_for_the_whole_server(httpd_factory, agent, backend, daemon):
     """Before X-Ray gives a quota, a rule with a reservoir lends one request per second: per
     server, however many children serve the requests (FixedRate 0 leaves only that one)."""
@@ -238,6 +239,7 @@ def test_borrowing_is_one_per_second_for_the_whole_server(httpd_factory, agent, 
     assert all(s["aws"]["xray"]["rule_name"] == "borrow" for s in segs)
 
 
+@PLAIN_MPMS
 def test_quota_from_sampling_targets_is_per_server(httpd_factory, agent, backend, daemon):
     """The first SamplingTargets report (2 s after the rules) has this server's ClientID and
     the borrow; X-Ray answers with a quota of 3 per second (TTL in epoch seconds): then exactly
@@ -274,6 +276,7 @@ def test_quota_from_sampling_targets_is_per_server(httpd_factory, agent, backend
             for c in daemon.calls("/SamplingTargets")} == {doc["ClientID"]}
 
 
+@EVENT_ONLY
 def test_last_rule_modification_refetches_the_rules(httpd_factory, agent, backend, daemon):
     daemon.rules = [rule("old", priority=1, rate=0.0, reservoir=1)]
     daemon.last_rule_modification = time.time() + 3600  # "changed after your fetch"
@@ -289,17 +292,15 @@ def test_last_rule_modification_refetches_the_rules(httpd_factory, agent, backen
 
 # --- the sampling API misbehaving ----------------------------------------------------------
 
-@pytest.mark.parametrize("mode", ["refuse", "garbage", "status", "stall", "absent"])
+@EVENT_ONLY
+@pytest.mark.parametrize("mode", ["refuse", "garbage", "status", "stall"])
 def test_sampling_api_faults_change_nothing_for_requests(httpd_factory, agent, backend, daemon,
                                                          mode):
     """The local default rule (1 per second, then 5 %) decides; requests answer as fast as
     ever; the failures are counted; segments still go out over UDP."""
     daemon.rules = [rule("never-used", priority=1, rate=1.0)]
-    address = None
-    if mode == "absent":  # no TCP listener at all, UDP still there
-        address = f"tcp:127.0.0.1:{__import__('httpd').free_port()} udp:127.0.0.1:" \
-                  f"{daemon.udp_port}"
-    elif mode == "status":
+    address = None  # (nothing listening at all: test_950's daemon-absent test)
+    if mode == "status":
         daemon.set_mode("status", status_code=500)
     elif mode == "stall":
         daemon.set_mode("stall", stall_seconds=3.0)

@@ -22,7 +22,9 @@ import pytest
 
 from helpers import counters, status_location, unique_ua
 from httpd import REPO
-from xray_daemon import XRayDaemon, rule
+from xray_daemon import EVENT_ONLY, XRayDaemon, rule
+
+pytestmark = EVENT_ONLY
 
 PEER = os.path.join(REPO, "tests", "peers", "xray-sdk")
 ROOT = "1-5759e988-bd862e3fe1be46a994272793"

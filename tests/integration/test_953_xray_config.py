@@ -18,7 +18,7 @@ import pytest
 
 from helpers import counters, one_chunk, server_span, status_location, unique_ua
 from httpd import Httpd, free_port, vhost
-from xray_daemon import XRayDaemon, rule
+from xray_daemon import EVENT_ONLY, NOT_MPM, XRayDaemon, rule
 
 ROOT = "1-5759e988-bd862e3fe1be46a994272793"
 PARENT = "53995c3f42cd8ad8"
@@ -122,6 +122,7 @@ ProxyPass /api/ {backend.url}/
     return httpd_factory(name, config=cfg, env=env, ports=ports)
 
 
+@EVENT_ONLY
 def test_environment_address_and_name(httpd_factory, agent, backend, daemon):
     """No directive: AWS_XRAY_DAEMON_ADDRESS says where, AWS_XRAY_TRACING_NAME the name."""
     h = _start(httpd_factory, agent, backend, "xray-env", "DDService svc-from-dd",
@@ -131,6 +132,7 @@ def test_environment_address_and_name(httpd_factory, agent, backend, daemon):
     assert wait_segment(daemon, ua)["name"] == "env-name"
 
 
+@EVENT_ONLY
 def test_directives_beat_the_environment(httpd_factory, agent, backend, daemon):
     dead = f"127.0.0.1:{free_port()}"
     h = _start(httpd_factory, agent, backend, "xray-beat",
@@ -145,6 +147,7 @@ def test_directives_beat_the_environment(httpd_factory, agent, backend, daemon):
     assert wait_segment(daemon, ua)["name"] == "conf-name"  # inherited by the vhost
 
 
+@EVENT_ONLY
 def test_segment_name_defaults_to_the_service_name_made_valid(httpd_factory, agent, backend,
                                                               daemon):
     h = _start(httpd_factory, agent, backend, "xray-svcname",
@@ -159,6 +162,7 @@ def test_segment_name_defaults_to_the_service_name_made_valid(httpd_factory, age
 
 
 @pytest.mark.allow_log(r"DDP3001", r"DDP3002")
+@EVENT_ONLY
 def test_bad_environment_is_reported_once_and_ignored(httpd_factory, agent, backend):
     """A bad AWS_XRAY_DAEMON_ADDRESS: the default (127.0.0.1:2000) applies; a name with
     characters X-Ray does not allow is cleaned. Each is said once, at startup."""
@@ -204,6 +208,7 @@ def hostile_h(httpd_factory, agent, backend, daemon):
                   f"DDXRayDaemonAddress {daemon.address}\nDDService hostile-svc")
 
 
+@NOT_MPM
 @pytest.mark.parametrize("value,expect", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
 def test_hostile_header_never_breaks_a_segment_or_a_response(hostile_h, agent, backend, daemon,
                                                               value, expect):
