@@ -82,7 +82,7 @@ def wait_rules(h, daemon, n=1):
 
 
 @pytest.fixture(scope="module")
-def h(httpd_factory, agent, backend, daemon):
+def h(daemon, httpd_factory, agent, backend):  # the daemon first: it outlives every httpd
     def config(hh):
         return base_config(agent, backend, daemon) + \
             vhost(hh.ports[OFF_VHOST], "    DDXRay Off\n" f"    ProxyPass /api/ {backend.url}/")

@@ -40,7 +40,21 @@ def daemon():
     assert not d.failures, "segment document rules broken:\n" + "\n".join(d.failures[:20])
 
 
-def start(httpd_factory, agent, backend, daemon, name, extra="", env=None, address=None):
+@pytest.fixture
+def started(daemon, httpd_factory):
+    """start(...) for this test; its httpds stop at the test's end, before its daemon."""
+    made = []
+
+    def start(*args, **kw):
+        h = _start(httpd_factory, *args, **kw)
+        made.append(h)
+        return h
+    yield start
+    for h in made:
+        httpd_factory.finish(h)
+
+
+def _start(httpd_factory, agent, backend, daemon, name, extra="", env=None, address=None):
     def config(h):
         return f"""
 DDAgentURL {agent.url}
@@ -122,13 +136,13 @@ def pids_of(h, uas=None):
 
 # --- the inbound decision --------------------------------------------------------------------
 
-def test_each_sampled_value(httpd_factory, agent, backend, daemon):
+def test_each_sampled_value(started, agent, backend, daemon):
     """Rules: /api/keep/* at rate 1, everything else (Default) at rate 0 without a reservoir.
     Sampled=1 and 0 are obeyed whatever the rules say; ?, absent and unknown values are the
     rules' to decide, and only ? gets the decision back."""
     daemon.rules = [rule("keep", priority=1, rate=1.0, path="/api/keep/*"),
                     rule("Default", priority=10000, rate=0.0, reservoir=0)]
-    h = start(httpd_factory, agent, backend, daemon, "xs-values")
+    h = started(agent, backend, daemon, "xs-values")
     wait_counter(h, "sampling_rules_fetched")
     cases = [  # (path, Sampled field, recorded, response header)
         ("/api/drop/1", "Sampled=1", True, None),
@@ -161,8 +175,7 @@ def test_each_sampled_value(httpd_factory, agent, backend, daemon):
     assert after["not_sampled"] - before["not_sampled"] == 4
 
 
-def test_rules_match_on_host_method_path_service_and_type(httpd_factory, agent, backend,
-                                                          daemon):
+def test_rules_match_on_host_method_path_service_and_type(started, agent, backend, daemon):
     """Each rule matches on one attribute (X-Ray wildcards, case-insensitive), in priority
     order; the origin (here ECS, from the environment) is the service type and appears in the
     segment; a rule for another service never matches; Default (rate 0) takes the rest."""
@@ -179,7 +192,7 @@ def test_rules_match_on_host_method_path_service_and_type(httpd_factory, agent, 
         rule("other-arn", priority=1, rate=1.0, arn="arn:aws:ecs:x"),     # not for us
         rule("version-2", priority=1, rate=1.0, version=2),                 # not for us
     ]
-    h = start(httpd_factory, agent, backend, daemon, "xs-match", extra="DDXRaySegmentName shop-httpd",
+    h = started(agent, backend, daemon, "xs-match", extra="DDXRaySegmentName shop-httpd",
               env={"ECS_CONTAINER_METADATA_URI_V4": "http://169.254.170.2/v4/test"})
     x = wait_counter(h, "sampling_rules_fetched")
     assert x["sampling_rules_skipped"] == 3
@@ -221,12 +234,12 @@ def test_rules_match_on_host_method_path_service_and_type(httpd_factory, agent, 
 # --- reservoirs per server --------------------------------------------------------------------
 
 @PLAIN_MPMS
-def test_borrowing_is_one_per_second_for_the_whole_server(httpd_factory, agent, backend, daemon):
+def test_borrowing_is_one_per_second_for_the_whole_server(started, agent, backend, daemon):
     """Before X-Ray gives a quota, a rule with a reservoir lends one request per second: per
     server, however many children serve the requests (FixedRate 0 leaves only that one)."""
     daemon.rules = [rule("borrow", priority=1, rate=0.0, reservoir=5)]
     daemon.targets = []  # X-Ray gives no quota yet
-    h = start(httpd_factory, agent, backend, daemon, "xs-borrow")
+    h = started(agent, backend, daemon, "xs-borrow")
     wait_counter(h, "sampling_rules_fetched")
     t0 = time.time()
     uas = load(h, 3.5)
@@ -240,7 +253,7 @@ def test_borrowing_is_one_per_second_for_the_whole_server(httpd_factory, agent, 
 
 
 @PLAIN_MPMS
-def test_quota_from_sampling_targets_is_per_server(httpd_factory, agent, backend, daemon):
+def test_quota_from_sampling_targets_is_per_server(started, agent, backend, daemon):
     """The first SamplingTargets report (2 s after the rules) has this server's ClientID and
     the borrow; X-Ray answers with a quota of 3 per second (TTL in epoch seconds): then exactly
     3 per second for the whole server."""
@@ -251,7 +264,7 @@ def test_quota_from_sampling_targets_is_per_server(httpd_factory, agent, backend
                  "ReservoirQuotaTTL": time.time() + 120, "Interval": 10} for d in docs]
 
     daemon.targets = targets
-    h = start(httpd_factory, agent, backend, daemon, "xs-quota")
+    h = started(agent, backend, daemon, "xs-quota")
     wait_counter(h, "sampling_rules_fetched")
     for _ in range(5):
         send(h)
@@ -277,10 +290,10 @@ def test_quota_from_sampling_targets_is_per_server(httpd_factory, agent, backend
 
 
 @EVENT_ONLY
-def test_last_rule_modification_refetches_the_rules(httpd_factory, agent, backend, daemon):
+def test_last_rule_modification_refetches_the_rules(started, agent, backend, daemon):
     daemon.rules = [rule("old", priority=1, rate=0.0, reservoir=1)]
     daemon.last_rule_modification = time.time() + 3600  # "changed after your fetch"
-    h = start(httpd_factory, agent, backend, daemon, "xs-lrm")
+    h = started(agent, backend, daemon, "xs-lrm")
     wait_counter(h, "sampling_rules_fetched")
     daemon.rules = [rule("new", priority=1, rate=1.0)]
     send(h)
@@ -294,7 +307,7 @@ def test_last_rule_modification_refetches_the_rules(httpd_factory, agent, backen
 
 @EVENT_ONLY
 @pytest.mark.parametrize("mode", ["refuse", "garbage", "status", "stall"])
-def test_sampling_api_faults_change_nothing_for_requests(httpd_factory, agent, backend, daemon,
+def test_sampling_api_faults_change_nothing_for_requests(started, agent, backend, daemon,
                                                          mode):
     """The local default rule (1 per second, then 5 %) decides; requests answer as fast as
     ever; the failures are counted; segments still go out over UDP."""
@@ -306,7 +319,7 @@ def test_sampling_api_faults_change_nothing_for_requests(httpd_factory, agent, b
         daemon.set_mode("stall", stall_seconds=3.0)
     else:
         daemon.set_mode(mode)
-    h = start(httpd_factory, agent, backend, daemon, f"xs-{mode}", address=address)
+    h = started(agent, backend, daemon, f"xs-{mode}", address=address)
     worst = 0.0
     uas = []
     for _ in range(20):

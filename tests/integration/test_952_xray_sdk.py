@@ -73,7 +73,7 @@ def node(daemon):
 
 
 @pytest.fixture(scope="module")
-def h(httpd_factory, agent, backend, daemon, node):
+def h(daemon, node, httpd_factory, agent, backend):  # the daemon outlives the httpd
     hh = httpd_factory("xray-sdk", config=f"""
 DDAgentURL {agent.url}
 DDFlushInterval 100

@@ -123,7 +123,7 @@ ProxyPass /api/ {backend.url}/
 
 
 @EVENT_ONLY
-def test_environment_address_and_name(httpd_factory, agent, backend, daemon):
+def test_environment_address_and_name(daemon, httpd_factory, agent, backend):
     """No directive: AWS_XRAY_DAEMON_ADDRESS says where, AWS_XRAY_TRACING_NAME the name."""
     h = _start(httpd_factory, agent, backend, "xray-env", "DDService svc-from-dd",
                env={"AWS_XRAY_DAEMON_ADDRESS": daemon.address,
@@ -133,7 +133,7 @@ def test_environment_address_and_name(httpd_factory, agent, backend, daemon):
 
 
 @EVENT_ONLY
-def test_directives_beat_the_environment(httpd_factory, agent, backend, daemon):
+def test_directives_beat_the_environment(daemon, httpd_factory, agent, backend):
     dead = f"127.0.0.1:{free_port()}"
     h = _start(httpd_factory, agent, backend, "xray-beat",
                lambda hh: f"DDXRayDaemonAddress {daemon.address}\nDDXRaySegmentName conf-name\n"
@@ -148,8 +148,8 @@ def test_directives_beat_the_environment(httpd_factory, agent, backend, daemon):
 
 
 @EVENT_ONLY
-def test_segment_name_defaults_to_the_service_name_made_valid(httpd_factory, agent, backend,
-                                                              daemon):
+def test_segment_name_defaults_to_the_service_name_made_valid(daemon, httpd_factory, agent,
+                                                              backend):
     h = _start(httpd_factory, agent, backend, "xray-svcname",
                lambda hh: f"DDXRayDaemonAddress {daemon.address}\nDDService 'main svc!'\n"
                           + vhost(hh.ports[1], "    DDService vhost-svc\n"
@@ -203,7 +203,7 @@ HOSTILE = _hostile()
 
 
 @pytest.fixture(scope="module")
-def hostile_h(httpd_factory, agent, backend, daemon):
+def hostile_h(daemon, httpd_factory, agent, backend):  # the daemon outlives the httpd
     return _start(httpd_factory, agent, backend, "xray-hostile",
                   f"DDXRayDaemonAddress {daemon.address}\nDDService hostile-svc")
 
