@@ -275,7 +275,8 @@ void dd_proxy_xray_flusher_tick(void *ctx, dd_flusher_t *f, int final)
     if (!atomic_load_explicit(&xr.ready, memory_order_acquire))
         return;
     atomic_store_explicit(&xr.flusher, f, memory_order_release);
-    while (dd_queue_pop(xr.queue, &data, &len)) {
+    /* at most a queue's worth per tick: requests that keep pushing cannot keep it here */
+    for (int n = 0; n < XRAY_QUEUE_ITEMS && dd_queue_pop(xr.queue, &data, &len); n++) {
         int err = 0;
         if (!xr.udp && now >= xr.udp_retry_at) {
             char why[256];
@@ -710,7 +711,7 @@ static int log_segment(request_rec *r)
     if (st->subs_dropped)
         dd_stats_add(&dd_proxy_stats->xray_segments_dropped[DD_XRAY_DROP_SUBSEGMENT_LIMIT],
                      st->subs_dropped);
-    if (dd_xray_segment_encode(&seg, DD_XRAY_MAX_DATAGRAM, &dg) != 0) {
+    if (dd_xray_segment_encode(r->pool, &seg, DD_XRAY_MAX_DATAGRAM, &dg) != 0) {
         dd_stats_add(&dd_proxy_stats->xray_segments_too_large, 1);
         dd_stats_add(&dd_proxy_stats->xray_segments_dropped[DD_XRAY_DROP_TOO_LARGE], dg.lost);
         dd_xray_datagrams_free(&dg);

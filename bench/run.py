@@ -61,6 +61,46 @@ def add_compare_cases(label):
                  [(f"{label}: on, {g}", "cmp", g) for g in GATEWAYS])
 PATHS = {"static": "/static.html", "proxy": "/proxy/static.html"}
 
+
+class XRayStub:
+    """--xray: a stand-in X-Ray daemon: UDP datagrams counted (nothing else done with them), and
+    a sampling API whose one rule samples every request (rate 1), so every request of the
+    X-Ray case builds, queues and sends a segment (the most X-Ray can cost)."""
+
+    def __init__(self):
+        import http.server
+        self.count = 0
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.udp.bind(("127.0.0.1", 0))
+        rules = json.dumps({"SamplingRuleRecords": [{"SamplingRule": {
+            "RuleName": "all", "ResourceARN": "*", "Priority": 1, "FixedRate": 1.0,
+            "ReservoirSize": 0, "ServiceName": "*", "ServiceType": "*", "Host": "*",
+            "HTTPMethod": "*", "URLPath": "*", "Version": 1}}]}).encode()
+
+        class Api(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = rules if self.path == "/GetSamplingRules" else b"{}"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.api = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+        for target in (self._recv, self.api.serve_forever):
+            threading.Thread(target=target, daemon=True).start()
+        self.address = (f"tcp:127.0.0.1:{self.api.server_address[1]} "
+                        f"udp:127.0.0.1:{self.udp.getsockname()[1]}")
+
+    def _recv(self):
+        while True:
+            self.udp.recv(70000)
+            self.count += 1
+
 TARGETS = {"gateway_ratio_c64": 0.97, "off_ratio_c64": 0.99, "p99_added_c1_us": 50,
            "micro_ns": 2000, "flusher_spans_s": 500000}
 
@@ -799,6 +839,9 @@ def main():
                          "needs root)")
     ap.add_argument("--profile", action="store_true",
                     help="the module's share of httpd's CPU under load, from perf samples")
+    ap.add_argument("--xray", action="store_true",
+                    help="also the case 'on + X-Ray': DDXRay On, every request sampled "
+                         "(a segment built, queued and sent over UDP per request)")
     ap.add_argument("--json", help="write every result here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
@@ -863,6 +906,12 @@ def main():
         }
         if args.compare_module:
             confs["cmp"] = (args.compare_module, confs["on"][1])
+        xray = None
+        if args.xray:
+            xray = XRayStub()
+            CASES.append(("on + X-Ray (all sampled), no gateway", "xray", "none"))
+            confs["xray"] = (module, confs["on"][1] +
+                             f"DDXRay On\nDDXRayDaemonAddress {xray.address}\n")
         if args.soak:
             confs = {"on": confs["on"], "base": confs["base"]}
         for key, (mod, conf) in confs.items():
@@ -873,7 +922,7 @@ def main():
         for inst in insts.values():
             for path in PATHS.values():
                 res = run_wrk(inst.port, path, 64, 1, "aws-apigateway")
-                if inst.key in ("on", "cmp"):
+                if inst.key in ("on", "cmp", "xray"):
                     warm_traced += res["requests"]
 
         if args.soak:
@@ -890,11 +939,14 @@ def main():
             print_table(rows, args)
             traced = warm_traced + sum(res["requests"] for (p, c, name), rr in runs.items()
                                        for _, res in rr
-                                       if dict((n, k) for n, k, _ in CASES)[name] in ("on", "cmp"))
+                                       if dict((n, k) for n, k, _ in CASES)[name] in ("on", "cmp",
+                                                                                      "xray"))
             print(f"agent: received {a1['traces'] - a0['traces']:,} traces "
                   f"({(a1['bytes'] - a0['bytes']) / 1e6:.1f} MB in "
                   f"{a1['payloads'] - a0['payloads']:,} payloads) for {traced:,} requests that "
                   "wrk counted on the tracing httpds, warm-up included")
+            if xray:
+                print(f"X-Ray daemon stub: received {xray.count:,} segment datagrams")
             bg = max(x["bg"] for x in rows)
             if bg > 10:
                 print()

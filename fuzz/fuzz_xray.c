@@ -67,7 +67,7 @@ static void fuzz_header(apr_pool_t *p, const char *s)
     seg.dd_trace_id = s;
     seg.status = 200;
     seg.content_length = -1;
-    if (dd_xray_segment_encode(&seg, DD_XRAY_MAX_DATAGRAM, &d) == 0) {
+    if (dd_xray_segment_encode(p, &seg, DD_XRAY_MAX_DATAGRAM, &d) == 0) {
         for (size_t i = 0; i < d.n; i++) {
             json_error_t err;
             json_t *j;

@@ -40,41 +40,48 @@ const char *dd_xray_drop_reason_name(dd_xray_drop_reason_t r)
     return "unknown";
 }
 
-/* X-Ray (issue 17): its counters as the "xray" object. */
+/* X-Ray (issue 17): its counters as the "xray" object (flat, as every object here is one level
+ * deep), the drops by reason beside it as "xray_segments_dropped". */
 static json_t *xray_json(dd_stats_t *s)
 {
-    json_t *x = json_object(), *drop = json_object();
-    int bad = !x || !drop;
-    for (int i = 0; !bad && i < DD_XRAY_DROP_REASON_COUNT; i++)
-        bad |= json_object_set_new(
-            drop, dd_xray_drop_reason_name((dd_xray_drop_reason_t)i),
-            json_integer((json_int_t)dd_stats_get(&s->xray_segments_dropped[i])));
-    if (!bad) {
-        struct {
-            const char *k;
-            atomic_uint_fast64_t *c;
-        } rows[] = {
-            {"segments_sent", &s->xray_segments_sent},
-            {"bytes_sent", &s->xray_bytes_sent},
-            {"segments_too_large", &s->xray_segments_too_large},
-            {"sampled", &s->xray_sampled},
-            {"not_sampled", &s->xray_not_sampled},
-            {"sampling_rules_fetched", &s->xray_sampling_rules_fetched},
-            {"sampling_targets_fetched", &s->xray_sampling_targets_fetched},
-            {"sampling_errors", &s->xray_sampling_errors},
-            {"sampling_rules_skipped", &s->xray_sampling_rules_skipped},
-        };
-        for (size_t i = 0; !bad && i < sizeof(rows) / sizeof(rows[0]); i++)
-            bad |= json_object_set_new(x, rows[i].k,
-                                       json_integer((json_int_t)dd_stats_get(rows[i].c)));
-        bad |= json_object_set(x, "segments_dropped", drop);
-    }
-    json_decref(drop);
+    json_t *x = json_object();
+    struct {
+        const char *k;
+        atomic_uint_fast64_t *c;
+    } rows[] = {
+        {"segments_sent", &s->xray_segments_sent},
+        {"bytes_sent", &s->xray_bytes_sent},
+        {"segments_too_large", &s->xray_segments_too_large},
+        {"sampled", &s->xray_sampled},
+        {"not_sampled", &s->xray_not_sampled},
+        {"sampling_rules_fetched", &s->xray_sampling_rules_fetched},
+        {"sampling_targets_fetched", &s->xray_sampling_targets_fetched},
+        {"sampling_errors", &s->xray_sampling_errors},
+        {"sampling_rules_skipped", &s->xray_sampling_rules_skipped},
+    };
+    int bad = !x;
+    for (size_t i = 0; !bad && i < sizeof(rows) / sizeof(rows[0]); i++)
+        bad |= json_object_set_new(x, rows[i].k, json_integer((json_int_t)dd_stats_get(rows[i].c)));
     if (bad) {
         json_decref(x);
         return NULL;
     }
     return x;
+}
+
+static json_t *xray_drops_json(dd_stats_t *s)
+{
+    json_t *drop = json_object();
+    int bad = !drop;
+    for (int i = 0; !bad && i < DD_XRAY_DROP_REASON_COUNT; i++)
+        bad |= json_object_set_new(
+            drop, dd_xray_drop_reason_name((dd_xray_drop_reason_t)i),
+            json_integer((json_int_t)dd_stats_get(&s->xray_segments_dropped[i])));
+    if (bad) {
+        json_decref(drop);
+        return NULL;
+    }
+    return drop;
 }
 
 /* Copies at most n - 1 bytes of src and terminates. */
@@ -144,6 +151,7 @@ char *dd_stats_to_json(dd_stats_t *s)
         bad |= json_object_set_new(last, "message", msg ? msg : json_string(""));
         bad |= json_object_set(o, "last_agent_error", last);
         bad |= json_object_set_new(o, "xray", xray_json(s)); /* X-Ray (issue 17) */
+        bad |= json_object_set_new(o, "xray_segments_dropped", xray_drops_json(s));
     }
     if (!bad)
         out = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

@@ -616,28 +616,23 @@ static int dump(json_t *j, size_t limit, char **out, size_t *out_len)
     return 1;
 }
 
-int dd_xray_segment_encode(const dd_xray_segment_t *seg, size_t max_datagram,
+int dd_xray_segment_encode(apr_pool_t *p, const dd_xray_segment_t *seg, size_t max_datagram,
                            dd_xray_datagrams_t *out)
 {
-    apr_pool_t *p;
     size_t nsubs =
         seg->nsubsegments > DD_XRAY_MAX_SUBSEGMENTS ? DD_XRAY_MAX_SUBSEGMENTS : seg->nsubsegments;
     dd_xray_segment_t s = *seg;
     int rc;
 
     memset(out, 0, sizeof(*out));
-    if (apr_pool_create(&p, NULL) != APR_SUCCESS)
-        return -1;
     s.nsubsegments = nsubs;
     rc = dump(segment_json(p, &s, 1), max_datagram, &out->data[0], &out->len[0]);
     if (rc == 1) {
         out->n = 1;
-        apr_pool_destroy(p);
         return 0;
     }
     if (rc < 0 || nsubs == 0) {
         out->lost = 1 + (unsigned)nsubs;
-        apr_pool_destroy(p);
         return -1;
     }
     /* Too large as one document: the segment alone, then each subsegment on its own. */
@@ -645,7 +640,6 @@ int dd_xray_segment_encode(const dd_xray_segment_t *seg, size_t max_datagram,
     rc = dump(segment_json(p, &s, 0), max_datagram, &out->data[0], &out->len[0]);
     if (rc != 1) {
         out->lost = 1 + (unsigned)nsubs;
-        apr_pool_destroy(p);
         return -1;
     }
     out->n = 1;
@@ -657,7 +651,6 @@ int dd_xray_segment_encode(const dd_xray_segment_t *seg, size_t max_datagram,
         else
             out->lost++;
     }
-    apr_pool_destroy(p);
     return 0;
 }
 

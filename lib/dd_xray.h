@@ -148,9 +148,11 @@ typedef struct {
 /* Builds the segment document(s): one datagram when the whole document fits max_datagram;
  * else the segment without its subsegments plus one datagram per subsegment (type
  * "subsegment", with trace_id and parent_id), as the SDKs stream subsegments. A document still
- * too large (never with the caps above; counted in lost) is left out. Returns 0, or -1 when
- * not even the segment itself could be made. Free with dd_xray_datagrams_free. */
-int dd_xray_segment_encode(const dd_xray_segment_t *seg, size_t max_datagram,
+ * too large (never with the caps above; counted in lost) is left out. Cleaned strings are
+ * allocated from p (the request's pool: no pool of its own, whose global allocator would take a
+ * lock); the datagrams are malloc'd. Returns 0, or -1 when not even the segment itself could
+ * be made. Free with dd_xray_datagrams_free. */
+int dd_xray_segment_encode(apr_pool_t *p, const dd_xray_segment_t *seg, size_t max_datagram,
                            dd_xray_datagrams_t *out);
 void dd_xray_datagrams_free(dd_xray_datagrams_t *d);
 

@@ -266,7 +266,7 @@ static void test_segment_fields(void)
     dd_xray_datagrams_t d;
     json_t *j;
 
-    CHECK(dd_xray_segment_encode(&s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
+    CHECK(dd_xray_segment_encode(pool, &s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
     CHECK(d.n == 1 && !d.split && !d.lost);
     j = doc(d.data[0], d.len[0]);
     CHECK_STR(S(j, "name"), "orders-httpd");
@@ -312,7 +312,7 @@ static void test_segment_fields(void)
     s.rule_name = "orders";
     s.content_length = -1;
     s.dd_priority = -128;
-    CHECK(dd_xray_segment_encode(&s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
+    CHECK(dd_xray_segment_encode(pool, &s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
     j = doc(d.data[0], d.len[0]);
     CHECK(!J(j, "parent_id") && !J(j, "http.request.user_agent"));
     CHECK(!J(j, "http.request.x_forwarded_for") && !J(j, "http.response.content_length"));
@@ -331,7 +331,7 @@ static void test_segment_fields(void)
               {499, 1, 0, 0}, {500, 0, 0, 1}, {503, 0, 0, 1}, {599, 0, 0, 1}};
     for (size_t i = 0; i < sizeof(st) / sizeof(*st); i++) {
         s.status = st[i].status;
-        CHECK(dd_xray_segment_encode(&s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
+        CHECK(dd_xray_segment_encode(pool, &s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
         j = doc(d.data[0], d.len[0]);
         CHECK(json_is_true(J(j, "error")) == st[i].error);
         CHECK(json_is_true(J(j, "throttle")) == st[i].throttle);
@@ -347,7 +347,7 @@ static void test_segment_fields(void)
     s = base_segment();
     s.user_agent = ua;
     s.url = "http://h/\xff\xfe\x01";
-    CHECK(dd_xray_segment_encode(&s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
+    CHECK(dd_xray_segment_encode(pool, &s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
     j = doc(d.data[0], d.len[0]);
     CHECK(S(j, "http.request.user_agent") && strlen(S(j, "http.request.user_agent")) == 250);
     CHECK_STR(S(j, "http.request.url"), "http://h/\xef\xbf\xbd\xef\xbf\xbd\x01");
@@ -376,7 +376,7 @@ static void test_subsegments(void)
     }
     s.subsegments = subs;
     s.nsubsegments = 4;
-    CHECK(dd_xray_segment_encode(&s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
+    CHECK(dd_xray_segment_encode(pool, &s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
     CHECK(d.n == 1 && !d.split);
     j = doc(d.data[0], d.len[0]);
     arr = J(j, "subsegments");
@@ -400,7 +400,7 @@ static void test_subsegments(void)
 
     /* Over the limit: the segment alone, then every subsegment as its own document */
     s.nsubsegments = DD_XRAY_MAX_SUBSEGMENTS;
-    CHECK(dd_xray_segment_encode(&s, 4000, &d) == 0);
+    CHECK(dd_xray_segment_encode(pool, &s, 4000, &d) == 0);
     CHECK(d.split && !d.lost);
     CHECK(d.n == 1 + DD_XRAY_MAX_SUBSEGMENTS);
     for (size_t i = 0; i < d.n; i++)
@@ -418,7 +418,7 @@ static void test_subsegments(void)
     dd_xray_datagrams_free(&d);
 
     /* The segment alone does not fit: nothing, all counted */
-    CHECK(dd_xray_segment_encode(&s, 200, &d) == -1);
+    CHECK(dd_xray_segment_encode(pool, &s, 200, &d) == -1);
     CHECK(d.n == 0 && d.lost == 1 + DD_XRAY_MAX_SUBSEGMENTS);
     /* more than the maximum: only the maximum is encoded */
     dd_xray_subsegment_t many[DD_XRAY_MAX_SUBSEGMENTS + 5];
@@ -427,7 +427,7 @@ static void test_subsegments(void)
         many[i] = subs[0];
     s.subsegments = many;
     s.nsubsegments = sizeof(many) / sizeof(*many);
-    CHECK(dd_xray_segment_encode(&s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
+    CHECK(dd_xray_segment_encode(pool, &s, DD_XRAY_MAX_DATAGRAM, &d) == 0);
     CHECK(d.n >= 1);
     j = doc(d.data[0], d.len[0]);
     size_t count = d.split ? d.n - 1 : json_array_size(J(j, "subsegments"));
