@@ -5,7 +5,10 @@
  *   post_read_request  gateway headers -> dd_gateway_t; spans started (dd_trace_start);
  *                      ids in the request notes and subprocess environment
  *   fixups             the ids again for the request that will run (internal redirects)
+ *   handler            (REALLY_FIRST) x-dd-proxy* stripped again, whatever way led there
  *   log_transaction    spans finished and encoded; the chunk goes on the lock-free queue
+ * A request httpd rejects while reading it never runs post_read_request: its trace starts
+ * when its ErrorDocument's fixups or its log_transaction run (request_state).
  *   flusher thread     (one per child, started in child_init) queue -> agent
  * A request thread never waits on a lock or on the network.
  */
@@ -352,8 +355,8 @@ static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
 static int peer_trusted(const dd_srv_conf_t *c, request_rec *r)
 {
     apr_ipsubnet_t **nets;
-    if (!c->trusted)
-        return 1;
+    if (!c->trusted || c->trusted->nelts == 0)
+        return 1; /* unset, or "any" */
     nets = (apr_ipsubnet_t **)c->trusted->elts;
     for (int i = 0; i < c->trusted->nelts; i++)
         if (apr_ipsubnet_test(nets[i], r->connection->client_addr))
@@ -393,46 +396,48 @@ static int is_dummy_connection(request_rec *r)
     return ua && strstr(ua, "(internal dummy connection)") != NULL;
 }
 
-static int post_read_request(request_rec *r)
+static int inferred_on(const dd_srv_conf_t *c)
+{
+    return c->inferred != UNSET ? c->inferred : dd_proxy_env.inferred;
+}
+
+/* DDInferredProxyStripHeaders applies wherever DDInferredProxy is On (CONTRACT §3.2). */
+static void strip_gateway_headers(request_rec *r)
+{
+    const dd_srv_conf_t *c = dd_proxy_srv_conf(r->server);
+    if (inferred_on(c) && c->strip != 0)
+        dd_gateway_strip(r->headers_in);
+}
+
+/* post_read_request's mark on a request it chose not to trace, told apart from a request that
+ * never reached post_read_request (httpd rejected it while reading it). */
+static char not_traced;
+
+/* Starts the trace of a first request from what httpd read. accepted = httpd accepted the
+ * request (post_read_request): only then are the gateway headers read, since a request httpd
+ * rejected may have stopped reading its headers half-way. */
+static dd_req_state_t *start_request(request_rec *r, int accepted)
 {
     dd_srv_conf_t *c = dd_proxy_srv_conf(r->server);
     dd_dir_conf_t *d = dir_conf(r);
+    dd_req_state_t *st = apr_pcalloc(r->pool, sizeof(*st));
     dd_gw_status_t gst = DD_GW_ABSENT;
-    dd_req_state_t *st;
-    int inferred = c->inferred != UNSET ? c->inferred : dd_proxy_env.inferred;
 
-    if (r->main || r->prev)
-        return DECLINED; /* subrequests and internal redirects belong to the first request */
-    if (is_dummy_connection(r))
-        return DECLINED; /* not traced: noise in every restart and child stop */
-
-    if (!trace_on(d) && !dd_proxy_any_trace_on) {
-        /* tracing is off here and nowhere switched back on: only the stripping applies */
-        if (inferred && c->strip != 0)
-            dd_gateway_strip(r->headers_in);
-        return DECLINED;
-    }
-
-    st = apr_pcalloc(r->pool, sizeof(*st));
     read_features(r, c, st);
-    if (inferred) {
+    if (accepted && inferred_on(c)) {
         gst = dd_gateway_parse(r->pool, r->headers_in, apr_time_as_msec(r->request_time), &st->gw);
         if (gst == DD_GW_OK && !peer_trusted(c, r))
             gst = DD_GW_UNTRUSTED_PEER;
-        if (c->strip != 0)
-            dd_gateway_strip(r->headers_in);
+        if (gst != DD_GW_OK && gst != DD_GW_ABSENT)
+            log_rejected(r, gst);
     }
-
-    if (gst == DD_GW_OK)
-        dd_stats_add(&dd_proxy_stats->inferred_spans, 1);
-    else if (gst != DD_GW_ABSENT)
-        log_rejected(r, gst);
+    strip_gateway_headers(r);
     st->has_gw = gst == DD_GW_OK;
     st->has_inbound = dd_extract(r->pool, r->headers_in, styles(), &st->inbound);
 
     resolve_trace_conf(c, &st->tc);
     st->req.start_ns = (int64_t)r->request_time * 1000;
-    st->req.method = r->method;
+    st->req.method = r->method; /* NULL when httpd could not read the request line */
     st->req.scheme = ap_http_scheme(r);
     st->req.host = r->hostname ? r->hostname : r->server->server_hostname;
     st->req.port = ap_get_server_port(r);
@@ -443,6 +448,50 @@ static int post_read_request(request_rec *r)
     build_trace(r, st, d->trust != 0);
     ap_set_module_config(r->request_config, &dd_proxy_module, st);
     set_correlation(r, st);
+    return st;
+}
+
+/* The first request's tracing state, or NULL when it is not traced. A request httpd rejected
+ * before post_read_request (bad Host, bad header, 414, 408 while reading headers ...) gets its
+ * trace here, from what httpd knows, when its ErrorDocument runs or when it is logged. */
+static dd_req_state_t *request_state(request_rec *first)
+{
+    void *st = ap_get_module_config(first->request_config, &dd_proxy_module);
+    if (st == &not_traced)
+        return NULL;
+    if (st)
+        return st;
+    if (!first->the_request || !*first->the_request)
+        return NULL; /* a connection that sent no request (httpd logs a 408 for it) */
+    if (!trace_on(dir_conf(first)) && !dd_proxy_any_trace_on)
+        return NULL;
+    return start_request(first, 0);
+}
+
+static int post_read_request(request_rec *r)
+{
+    if (r->main || r->prev) {
+        /* Subrequests and internal redirects belong to the first request; a redirect shares its
+         * headers, and the first request may never have come here (an ErrorDocument for a
+         * request httpd rejected while reading it). */
+        strip_gateway_headers(r);
+        return DECLINED;
+    }
+    if (is_dummy_connection(r) || (!trace_on(dir_conf(r)) && !dd_proxy_any_trace_on)) {
+        /* not traced: httpd's noise at restarts, or tracing off everywhere; stripping applies */
+        ap_set_module_config(r->request_config, &dd_proxy_module, &not_traced);
+        strip_gateway_headers(r);
+        return DECLINED;
+    }
+    start_request(r, 1);
+    return DECLINED;
+}
+
+/* The last word before any handler (REALLY_FIRST), whatever way the request came: whichever
+ * hooks ran for it, no handler or backend sees the gateway's headers (CONTRACT §3.2). */
+static int strip_before_handlers(request_rec *r)
+{
+    strip_gateway_headers(r);
     return DECLINED;
 }
 
@@ -461,12 +510,12 @@ static void clear_correlation(request_rec *r)
  * be an internal redirect with its own notes and environment. */
 static int fixups(request_rec *r)
 {
-    request_rec *first = first_request(r->main ? r->main : r);
-    dd_req_state_t *st = ap_get_module_config(first->request_config, &dd_proxy_module);
+    request_rec *first = first_request(r);
+    dd_req_state_t *st;
     dd_dir_conf_t *d;
     dd_inject_t in;
 
-    if (!st || r->main)
+    if (r->main || !(st = request_state(first)))
         return DECLINED;
     d = dir_conf(r);
     if (!trace_on(d)) {
@@ -523,27 +572,28 @@ static void push_chunk(dd_req_state_t *st)
 
 static int log_transaction(request_rec *r)
 {
-    dd_req_state_t *st = ap_get_module_config(r->request_config, &dd_proxy_module);
     request_rec *last = r;
+    dd_req_state_t *st;
     dd_dir_conf_t *d;
 
-    if (!st || r->main)
+    if (r->main)
         return DECLINED;
     while (last->next)
         last = last->next;
     d = dir_conf(last);
-    if (!trace_on(d))
+    if (!trace_on(d) || !(st = request_state(r)))
         return DECLINED;
     if (st->header_tags)
         response_header_tags(last, st);
 
-    if (d->tags)
-        apply_tags(st->trace, d->tags);
     decide(st, d); /* a request that ended before fixups (400, 401, 403 ...) */
     dd_trace_finish(st->trace, dd_now_ns(), last->status,
                     last->status_line ? last->status_line : ap_get_status_line(last->status),
                     apr_table_get(last->notes, "error-notes"));
+    /* Counted here, when the spans are really made (not for DDTrace Off locations). */
     dd_stats_add(&dd_proxy_stats->requests_traced, 1);
+    if (st->has_gw)
+        dd_stats_add(&dd_proxy_stats->inferred_spans, 1);
 
     atomic_fetch_add(&child.inflight, 1); /* seq_cst, before the load of closing */
     if (atomic_load(&child.closing) || !child.queue) {
@@ -567,6 +617,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_read_request(post_read_request, after_remoteip, NULL, APR_HOOK_FIRST);
     ap_hook_fixups(fixups, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_handler(strip_before_handlers, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_log_transaction(log_transaction, NULL, NULL, APR_HOOK_FIRST);
 }
 

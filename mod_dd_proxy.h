@@ -30,15 +30,16 @@
 extern module AP_MODULE_DECLARE_DATA dd_proxy_module;
 
 typedef struct {
-    int inferred;                /* DDInferredProxy, UNSET -> env -> Off */
-    int strip;                   /* DDInferredProxyStripHeaders, UNSET -> On */
-    int user_tag;                /* DDInferredProxyUserTag, UNSET -> Off */
-    const char *service;         /* DDService, NULL -> env -> "httpd" */
-    const char *env;             /* DDEnv */
-    const char *version;         /* DDVersion */
-    apr_array_header_t *trusted; /* DDInferredProxyTrustedNetworks: apr_ipsubnet_t *, NULL = any */
-    double sample_rate;          /* DDSampleRate, < 0 = unset */
-    dd_rules_t *rules;           /* DDSamplingRules, NULL = unset */
+    int inferred;                     /* DDInferredProxy, UNSET -> env -> Off */
+    int strip;                        /* DDInferredProxyStripHeaders, UNSET -> On */
+    int user_tag;                     /* DDInferredProxyUserTag, UNSET -> Off */
+    const char *service;              /* DDService, NULL -> env -> "httpd" */
+    const char *env;                  /* DDEnv */
+    const char *version;              /* DDVersion */
+    apr_array_header_t *trusted;      /* DDInferredProxyTrustedNetworks: apr_ipsubnet_t *; NULL =
+                                       * unset (any), empty = "any" set explicitly */
+    double sample_rate;               /* DDSampleRate, < 0 = unset */
+    dd_rules_t *rules;                /* DDSamplingRules, NULL = unset */
     const dd_rules_t *resolved_rules; /* rules, then the catch-all; env applied (post_config) */
     /* Global only (main server): */
     dd_styles_t *styles;     /* DDPropagationStyle */

@@ -316,6 +316,10 @@ static const char *set_styles(cmd_parms *cmd, void *dir, const char *arg)
     return NULL;
 }
 
+/* "DDInferredProxyTrustedNetworks any": an explicit value (an empty list), so that a virtual
+ * host's "any" survives the merge over a main server that lists networks (NULL is "unset"). */
+static apr_array_header_t trusted_any;
+
 /* DDInferredProxyTrustedNetworks cidr...: IPv4/IPv6 networks (or single addresses) whose TCP
  * peers may make gateway spans; "any" allows everyone (the default). */
 static const char *add_trusted(cmd_parms *cmd, void *dir, const char *arg)
@@ -326,9 +330,14 @@ static const char *add_trusted(cmd_parms *cmd, void *dir, const char *arg)
     apr_status_t rv;
     (void)dir;
     if (strcasecmp(arg, "any") == 0) {
-        c->trusted = NULL;
+        if (c->trusted && c->trusted != &trusted_any)
+            return "DDInferredProxyTrustedNetworks: 'any' cannot be combined with networks";
+        c->trusted = &trusted_any;
         return NULL;
     }
+    if (c->trusted == &trusted_any)
+        return apr_psprintf(
+            cmd->pool, "DDInferredProxyTrustedNetworks: '%s' cannot be combined with 'any'", arg);
     if (slash)
         *slash++ = '\0';
     rv = apr_ipsubnet_create(&net, ip, slash, cmd->pool);

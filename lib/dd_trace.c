@@ -98,20 +98,24 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
                                    const char *user_agent, int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
-    const char *method = clean(p, req->method ? req->method : "GET", DD_CAP_VALUE, truncated);
-    const char *path = clean(p, req->path ? req->path : "/", DD_CAP_PATH, truncated);
+    const char *method = clean(p, req->method, DD_CAP_VALUE, truncated);
+    const char *path = clean(p, req->path, DD_CAP_PATH, truncated);
     const char *host = clean(p, req->host ? req->host : "localhost", DD_CAP_VALUE, truncated);
 
     s->name = "httpd.request";
     s->service = conf->service;
-    s->resource = JOIN(p, DD_CAP_PATH, truncated, method, " ", path);
+    /* Method and path are unknown only for a request httpd could not read (a 414 ...). */
+    if (method && path)
+        s->resource = JOIN(p, DD_CAP_PATH, truncated, method, " ", path);
+    else
+        s->resource = method ? method : path ? path : s->name;
     s->start = req->start_ns;
     /* A fresh span: its own tags are appended without a search (the keys are distinct);
      * set_common_meta's tags, which may repeat one of them, replace as usual. */
     ADD_LIT(s, "component", "httpd");
     ADD_LIT(s, "span.kind", "server");
     ADD(s, "http.method", method);
-    ADD(s, "http.url", server_url(p, req, host, path, truncated));
+    ADD(s, "http.url", server_url(p, req, host, path ? path : "", truncated));
     if (user_agent)
         ADD(s, "http.useragent", user_agent);
     if (req->client_ip)

@@ -34,12 +34,12 @@ typedef struct {
 
 /* The facts about the request httpd read. */
 typedef struct {
-    int64_t start_ns; /* r->request_time, ns */
-    const char *method;
+    int64_t start_ns;       /* r->request_time, ns */
+    const char *method;     /* NULL (with path) when httpd could not read the request line */
     const char *scheme;     /* "http" or "https" */
     const char *host;       /* Host header's name, else ServerName */
     unsigned port;          /* 0 or the default port: not shown in http.url */
-    const char *path;       /* without query string */
+    const char *path;       /* without query string; NULL when unknown */
     const char *user_agent; /* may be NULL */
     const char *client_ip;  /* may be NULL */
     /* Tracer features (DDTraceClientIP, DDTraceQueryString, DDTraceHeaderTags): */
