@@ -21,6 +21,7 @@
 #include "ap_mpm.h"
 #include "ap_release.h"
 #include "mod_status.h"
+#include "mod_http2.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -77,6 +78,9 @@ static struct {
     atomic_bool closing;
     atomic_uint inflight;
 } child;
+
+/* mod_http2's variables (H2_STREAM_ID), when it is loaded. */
+static APR_OPTIONAL_FN_TYPE(http2_var_lookup) * h2_var;
 
 static int agent_send(void *ctx, const char *payload, size_t len, size_t ntraces, long timeout_ms,
                       long *http_status, const char **error, const char **body, size_t *body_len)
@@ -207,6 +211,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
         const dd_rules_t *rules = c->rules ? c->rules : dd_proxy_env.rules;
         c->resolved_rules = rate >= 0 ? dd_rules_add_catch_all(pconf, rules, rate) : rules;
     }
+    h2_var = APR_RETRIEVE_OPTIONAL_FN(http2_var_lookup);
     ap_add_version_component(pconf, "mod_dd_proxy/" DD_PROXY_VERSION);
     return OK;
 }
@@ -229,6 +234,10 @@ typedef struct {
     int trusted; /* the trace continues the inbound context */
     int decided; /* the sampling decision is made (and so fixed for injection) */
     const apr_array_header_t *header_tags; /* DDTraceHeaderTags, for the response's too */
+    /* An HTTP/1.1 request asking for a protocol upgrade (Upgrade: h2c), while it runs: */
+    request_rec *r;               /* the request */
+    apr_table_t *upgrade_headers; /* its headers as they came (before stripping, injection) */
+    atomic_int upgraded;          /* its HTTP/2 stream 1 took the trace over */
 } dd_req_state_t;
 
 static dd_dir_conf_t *dir_conf(request_rec *r)
@@ -413,19 +422,73 @@ static void strip_gateway_headers(request_rec *r)
  * never reached post_read_request (httpd rejected it while reading it). */
 static char not_traced;
 
+/* HTTP/1.1 Upgrade: h2c. httpd answers 101 and, inside that request's handler, serves the same
+ * request again as stream 1 of an HTTP/2 connection (on a secondary connection whose master is
+ * this one). That stream is the request: it takes the trace over (the gateway headers and the
+ * inbound context as they came, the start time), and the 101 exchange makes no spans. While
+ * the upgrading request runs, its state hangs on its connection. */
+static apr_status_t forget_upgrade(void *c)
+{
+    ap_set_module_config(((conn_rec *)c)->conn_config, &dd_proxy_module, NULL);
+    return APR_SUCCESS;
+}
+
+static void note_upgrade(request_rec *r, dd_req_state_t *st)
+{
+    st->r = r;
+    st->upgrade_headers = apr_table_copy(r->pool, r->headers_in);
+    ap_set_module_config(r->connection->conn_config, &dd_proxy_module, st);
+    apr_pool_cleanup_register(r->pool, r->connection, forget_upgrade, apr_pool_cleanup_null);
+}
+
+static int copy_header(void *t, const char *k, const char *v)
+{
+    apr_table_t *to = t;
+    apr_table_add(to, k, v); /* copies both into the new table's pool */
+    return 1;
+}
+
+/* The upgrading request whose trace the request r (HTTP/2 stream 1) takes over, or NULL. */
+static dd_req_state_t *upgrade_taken_over(request_rec *r)
+{
+    conn_rec *m = r->connection->master;
+    dd_req_state_t *up;
+    const char *id;
+    int free = 0;
+
+    if (!m || !h2_var || !(up = ap_get_module_config(m->conn_config, &dd_proxy_module)))
+        return NULL;
+    if (up->r->status != HTTP_SWITCHING_PROTOCOLS)
+        return NULL;
+    id = h2_var(r->pool, r->server, r->connection, r, "H2_STREAM_ID");
+    if (!id || strcmp(id, "1") != 0 || !atomic_compare_exchange_strong(&up->upgraded, &free, 1))
+        return NULL;
+    return up;
+}
+
 /* Starts the trace of a first request from what httpd read. accepted = httpd accepted the
  * request (post_read_request): only then are the gateway headers read, since a request httpd
- * rejected may have stopped reading its headers half-way. */
-static dd_req_state_t *start_request(request_rec *r, int accepted)
+ * rejected may have stopped reading its headers half-way. up: the upgrading request whose
+ * trace this one takes over, or NULL. */
+static dd_req_state_t *start_request(request_rec *r, int accepted, const dd_req_state_t *up)
 {
     dd_srv_conf_t *c = dd_proxy_srv_conf(r->server);
     dd_dir_conf_t *d = dir_conf(r);
     dd_req_state_t *st = apr_pcalloc(r->pool, sizeof(*st));
     dd_gw_status_t gst = DD_GW_ABSENT;
+    apr_table_t *headers = r->headers_in;
+    apr_time_t start = r->request_time;
 
+    if (up) { /* copied out of the upgrading request, which ends after this one */
+        headers = apr_table_make(r->pool, apr_table_elts(up->upgrade_headers)->nelts);
+        apr_table_do(copy_header, headers, up->upgrade_headers, NULL);
+        start = up->r->request_time;
+    } else if (!r->connection->master && apr_table_get(r->headers_in, "Upgrade")) {
+        note_upgrade(r, st);
+    }
     read_features(r, c, st);
     if (accepted && inferred_on(c)) {
-        gst = dd_gateway_parse(r->pool, r->headers_in, apr_time_as_msec(r->request_time), &st->gw);
+        gst = dd_gateway_parse(r->pool, headers, apr_time_as_msec(start), &st->gw);
         if (gst == DD_GW_OK && !peer_trusted(c, r))
             gst = DD_GW_UNTRUSTED_PEER;
         if (gst != DD_GW_OK && gst != DD_GW_ABSENT)
@@ -433,10 +496,10 @@ static dd_req_state_t *start_request(request_rec *r, int accepted)
     }
     strip_gateway_headers(r);
     st->has_gw = gst == DD_GW_OK;
-    st->has_inbound = dd_extract(r->pool, r->headers_in, styles(), &st->inbound);
+    st->has_inbound = dd_extract(r->pool, headers, styles(), &st->inbound);
 
     resolve_trace_conf(c, &st->tc);
-    st->req.start_ns = (int64_t)r->request_time * 1000;
+    st->req.start_ns = (int64_t)start * 1000;
     st->req.method = r->method; /* NULL when httpd could not read the request line */
     st->req.scheme = ap_http_scheme(r);
     st->req.host = r->hostname ? r->hostname : r->server->server_hostname;
@@ -465,7 +528,7 @@ static dd_req_state_t *request_state(request_rec *first)
         return NULL; /* a connection that sent no request (httpd logs a 408 for it) */
     if (!trace_on(dir_conf(first)) && !dd_proxy_any_trace_on)
         return NULL;
-    return start_request(first, 0);
+    return start_request(first, 0, NULL);
 }
 
 static int post_read_request(request_rec *r)
@@ -483,7 +546,7 @@ static int post_read_request(request_rec *r)
         strip_gateway_headers(r);
         return DECLINED;
     }
-    start_request(r, 1);
+    start_request(r, 1, upgrade_taken_over(r));
     return DECLINED;
 }
 
@@ -583,6 +646,10 @@ static int log_transaction(request_rec *r)
     d = dir_conf(last);
     if (!trace_on(d) || !(st = request_state(r)))
         return DECLINED;
+    if (atomic_load(&st->upgraded)) {
+        clear_correlation(r); /* the 101 exchange: its HTTP/2 stream 1 sent the trace */
+        return DECLINED;
+    }
     if (st->header_tags)
         response_header_tags(last, st);
 
