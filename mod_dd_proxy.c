@@ -390,7 +390,7 @@ static void decide(dd_req_state_t *st, const dd_dir_conf_t *d)
         return;
     if (d->tags)
         apply_tags(st->trace, d->tags);
-    dd_trace_sample(st->trace, &st->tc, child.limiter, child.rates, dd_now_ns());
+    dd_trace_sample(st->trace, &st->tc, child.limiter, child.rates, dd_mono_ns());
     st->decided = 1;
 }
 
@@ -421,6 +421,17 @@ static void strip_gateway_headers(request_rec *r)
 /* post_read_request's mark on a request it chose not to trace, told apart from a request that
  * never reached post_read_request (httpd rejected it while reading it). */
 static char not_traced;
+
+/* httpd stamps a request with the wall clock (r->request_time), which can step. The spans
+ * keep it as their start, and durations run on the monotonic clock from the same instant:
+ * both clocks are read now and the request's age (at most an hour: a request is not older,
+ * so a step in between cannot make it so) is taken off the monotonic reading. */
+static int64_t mono_of(int64_t wall_ns)
+{
+    int64_t mono = dd_mono_ns(), age = dd_now_ns() - wall_ns;
+    const int64_t hour = 3600LL * 1000000000LL;
+    return mono - (age < 0 ? 0 : age > hour ? hour : age);
+}
 
 /* HTTP/1.1 Upgrade: h2c. httpd answers 101 and, inside that request's handler, serves the same
  * request again as stream 1 of an HTTP/2 connection (on a secondary connection whose master is
@@ -500,6 +511,7 @@ static dd_req_state_t *start_request(request_rec *r, int accepted, const dd_req_
 
     resolve_trace_conf(c, &st->tc);
     st->req.start_ns = (int64_t)start * 1000;
+    st->req.start_mono_ns = mono_of(st->req.start_ns);
     st->req.method = r->method; /* NULL when httpd could not read the request line */
     st->req.scheme = ap_http_scheme(r);
     st->req.host = r->hostname ? r->hostname : r->server->server_hostname;
@@ -654,7 +666,7 @@ static int log_transaction(request_rec *r)
         response_header_tags(last, st);
 
     decide(st, d); /* a request that ended before fixups (400, 401, 403 ...) */
-    dd_trace_finish(st->trace, dd_now_ns(), last->status,
+    dd_trace_finish(st->trace, dd_mono_ns(), last->status,
                     last->status_line ? last->status_line : ap_get_status_line(last->status),
                     apr_table_get(last->notes, "error-notes"));
     /* Counted here, when the spans are really made (not for DDTrace Off locations). */

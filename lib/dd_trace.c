@@ -196,6 +196,7 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
     t->pool = p;
     t->priority = DD_PRIORITY_UNSET;
     t->error_statuses = conf->error_statuses;
+    t->start_mono_ns = req->start_mono_ns;
     if (parent && parent->trace_id_low) {
         t->parent = *parent;
         high = parent->trace_id_high;
@@ -252,7 +253,7 @@ dd_span_t *dd_trace_root(const dd_trace_t *t)
 }
 
 void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *limiter,
-                     dd_rates_t *rates, int64_t now_ns)
+                     dd_rates_t *rates, int64_t now_mono_ns)
 {
     dd_span_t *root = dd_trace_root(t);
     dd_sample_input_t in;
@@ -269,7 +270,7 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     in.meta = root->meta;
     in.env = conf->env;
     in.trace_id_low = root->trace_id;
-    dd_sample(conf->rules, limiter, rates, &in, now_ns, &d);
+    dd_sample(conf->rules, limiter, rates, &in, now_mono_ns, &d);
 
     t->priority = d.priority;
     dd_span_set_metric(root, "_sampling_priority_v1", d.priority);
@@ -305,13 +306,15 @@ void dd_trace_inject_input(const dd_trace_t *t, const char *tracestate, dd_injec
     out->tracestate = tracestate;
 }
 
-void dd_trace_finish(dd_trace_t *t, int64_t end_ns, int status, const char *status_line,
+void dd_trace_finish(dd_trace_t *t, int64_t end_mono_ns, int status, const char *status_line,
                      const char *error_notes)
 {
     dd_span_t *s = t->server;
     const char *code = apr_itoa(t->pool, status);
+    int64_t end_ns;
 
-    s->duration = end_ns > s->start ? end_ns - s->start : 0;
+    s->duration = end_mono_ns > t->start_mono_ns ? end_mono_ns - t->start_mono_ns : 0;
+    end_ns = s->start + s->duration; /* on the epoch, as the gateway's start is */
     SET(s, "http.status_code", code, 0);
     if (t->error_statuses ? dd_status_set_has(t->error_statuses, status)
                           : status >= 500 && status <= 599) {

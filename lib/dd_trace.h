@@ -34,7 +34,8 @@ typedef struct {
 
 /* The facts about the request httpd read. */
 typedef struct {
-    int64_t start_ns;       /* r->request_time, ns */
+    int64_t start_ns;       /* r->request_time, ns since the epoch (the spans' start) */
+    int64_t start_mono_ns;  /* the same instant on the monotonic clock (dd_mono_ns) */
     const char *method;     /* NULL (with path) when httpd could not read the request line */
     const char *scheme;     /* "http" or "https" */
     const char *host;       /* Host header's name, else ServerName */
@@ -54,6 +55,7 @@ typedef struct {
     dd_span_t *inferred; /* NULL when no gateway */
     dd_span_t *server;
     dd_context_t parent;                   /* the inbound context (trace_id_low == 0: none) */
+    int64_t start_mono_ns;                 /* the server span's start on the monotonic clock */
     int priority;                          /* decided sampling priority */
     const dd_status_set_t *error_statuses; /* conf->error_statuses */
 } dd_trace_t;
@@ -64,18 +66,22 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
 
 /* Makes the sampling decision for the local root and records it there (CONTRACT §5): an
  * inbound priority is kept as is; else conf->rules (a keep must pass the limiter), else the
- * agent's rate for the root's service and env, else 1.0. limiter and rates may be NULL. */
+ * agent's rate for the root's service and env, else 1.0. limiter and rates may be NULL.
+ * now_mono_ns is the monotonic clock (dd_mono_ns): the limiter must not see clock steps. */
 void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *limiter,
-                     dd_rates_t *rates, int64_t now_ns);
+                     dd_rates_t *rates, int64_t now_mono_ns);
 
 /* What to inject downstream: this trace with the server span as the parent. tracestate is the
  * inbound one's other members (may be NULL). */
 void dd_trace_inject_input(const dd_trace_t *t, const char *tracestate, dd_inject_t *out);
 
-/* Ends the trace at end_ns with the final HTTP status. status_line and error_notes may be
- * NULL; the error message is error_notes when given, else the status line. The status is an
- * error when it is in conf->error_statuses (500-599 without one). */
-void dd_trace_finish(dd_trace_t *t, int64_t end_ns, int status, const char *status_line,
+/* Ends the trace at end_mono_ns (the monotonic clock, like req->start_mono_ns: durations are
+ * monotonic differences, so a wall-clock step never makes one negative or an hour long) with
+ * the final HTTP status. The inferred span ends with the server span (its start + duration).
+ * status_line and error_notes may be NULL; the error message is error_notes when given, else
+ * the status line. The status is an error when it is in conf->error_statuses (500-599 without
+ * one). */
+void dd_trace_finish(dd_trace_t *t, int64_t end_mono_ns, int status, const char *status_line,
                      const char *error_notes);
 
 /* Encodes the trace's spans as one chunk (see dd_encode_chunk). */

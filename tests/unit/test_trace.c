@@ -30,6 +30,7 @@ static dd_request_info_t request(void)
 {
     dd_request_info_t r = {0};
     r.start_ns = 1736973768500000000LL;
+    r.start_mono_ns = r.start_ns; /* the tests' monotonic clock reads the epoch */
     r.method = "GET";
     r.scheme = "http";
     r.host = "api.internal";
@@ -385,20 +386,62 @@ static void test_features(void)
     t = dd_trace_start(pool, &c, &r, NULL, NULL);
     CHECK_STR(dd_span_get_meta(t->server, "http.url"), "http://api.internal/api/users/123");
     CHECK(dd_span_get_metric(t->server, "_dd.proxy.truncated", &cut) && cut == 1);
-}
+    /* Durations and the limiter run on the monotonic clock; a wall-clock step either way between
+     * start and finish (or between two traces) changes neither (issue 16 item 1). */
+    static void test_clock_steps(void)
+    {
+        const int64_t ms = 1000000, hour = 3600LL * 1000 * ms, mono0 = 5000LL * 1000 * ms;
+        dd_trace_conf_t c = conf();
+        dd_request_info_t r = request();
+        dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+        apr_pool_t *p;
+        dd_limiter_t *l;
+        dd_trace_t *t;
 
-int main(void)
-{
-    apr_initialize();
-    apr_pool_create(&pool, NULL);
-    test_server_only();
-    test_gateway_spans();
-    test_inbound_parent();
-    test_sampling_formula();
-    test_rules_at_the_gateway();
-    test_clean_request();
-    test_features();
-    apr_pool_destroy(pool);
-    apr_terminate();
-    UNIT_DONE();
-}
+        apr_pool_create(&p, pool);
+        c.rules = dd_rules_parse(p, "[{\"sample_rate\": 1}]", NULL);
+        l = dd_limiter_create(p, 10);
+        r.start_mono_ns = mono0;
+        t = dd_trace_start(p, &c, &r, &g, NULL);
+        dd_trace_finish(t, mono0 + 5 * ms, 200, NULL, NULL); /* the wall clock stepped: unused */
+        CHECK(t->server->start == r.start_ns);               /* starts stay on the epoch */
+        CHECK(t->server->duration == 5 * ms);
+        /* the gateway span ends with the server span, on the epoch: 500 ms before, 5 ms in */
+        CHECK(t->inferred->duration == 505 * ms);
+        CHECK(t->inferred->start + t->inferred->duration == t->server->start + t->server->duration);
+
+        dd_trace_finish(t, mono0 - ms, 200, NULL,
+                        NULL); /* a clock that ran backwards: 0, never < 0 */
+        CHECK(t->server->duration == 0 && t->inferred->duration == 500 * ms);
+
+        /* 10 rule keeps a second pass the limiter, whatever the wall clock says: the requests'
+         * wall starts jump an hour back and an hour forward while the monotonic clock runs on. */
+        for (int i = 0; i < 30; i++) {
+            int64_t mono = mono0 + (int64_t)i * 100 * ms;
+            r.start_ns = request().start_ns + (i < 10 ? 0 : i < 20 ? -hour : hour) + i * 100 * ms;
+            r.start_mono_ns = mono;
+            t = dd_trace_start(p, &c, &r, NULL, NULL);
+            dd_trace_sample(t, &c, l, NULL, mono);
+            CHECK(t->priority == 2);
+            dd_trace_finish(t, mono + 2 * ms, 200, NULL, NULL);
+            CHECK(t->server->duration == 2 * ms);
+        }
+        apr_pool_destroy(p);
+    }
+
+    int main(void)
+    {
+        apr_initialize();
+        apr_pool_create(&pool, NULL);
+        test_server_only();
+        test_gateway_spans();
+        test_inbound_parent();
+        test_sampling_formula();
+        test_rules_at_the_gateway();
+        test_clean_request();
+        test_features();
+        test_clock_steps();
+        apr_pool_destroy(pool);
+        apr_terminate();
+        UNIT_DONE();
+    }
