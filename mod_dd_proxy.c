@@ -203,6 +203,12 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     (void)ptemp;
     dd_proxy_read_env(pconf, s);
     dd_proxy_resolve_features(pconf, s);
+    /* DD_TAGS beneath every server's own DDTags: each request's merged tags then hold both,
+     * deduplicated, DDTag winning. */
+    for (server_rec *v = s; v && dd_proxy_env.tags; v = v->next) {
+        dd_dir_conf_t *d = ap_get_module_config(v->lookup_defaults, &dd_proxy_module);
+        d->tags = dd_tagset_merge(pconf, dd_proxy_env.tags, d->tags);
+    }
     if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG)
         dd_proxy_attach_stats(s);
     for (server_rec *v = s; v; v = v->next) {
@@ -271,7 +277,6 @@ static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc)
                                          : DEFAULT_SERVICE;
     tc->env = c->env ? c->env : dd_proxy_env.env;
     tc->version = c->version ? c->version : dd_proxy_env.version;
-    tc->tags = dd_proxy_env.tags;
     tc->user_tag = c->user_tag == 1;
     tc->trace_id_128 = 1;
     tc->rules = c->resolved_rules;
@@ -373,23 +378,13 @@ static int peer_trusted(const dd_srv_conf_t *c, request_rec *r)
     return 0;
 }
 
-static void apply_tags(dd_trace_t *t, const apr_array_header_t *tags)
-{
-    const dd_meta_t *m = (const dd_meta_t *)tags->elts;
-    for (int i = 0; i < tags->nelts; i++) {
-        dd_span_put_meta(t->server, &m[i]); /* lengths measured at configuration */
-        if (t->inferred)
-            dd_span_put_meta(t->inferred, &m[i]);
-    }
-}
-
-/* The trace's sampling decision, once, with the tags of the directory the request runs in. */
+/* The trace's sampling decision, once, with the tags of the directory the request runs in
+ * (applied here, once: rules may match them). */
 static void decide(dd_req_state_t *st, const dd_dir_conf_t *d)
 {
     if (st->decided)
         return;
-    if (d->tags)
-        apply_tags(st->trace, d->tags);
+    dd_trace_apply_tags(st->trace, d->tags);
     dd_trace_sample(st->trace, &st->tc, child.limiter, child.rates, dd_mono_ns());
     st->decided = 1;
 }

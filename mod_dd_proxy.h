@@ -14,6 +14,7 @@
 #include "dd_propagation.h"
 #include "dd_sampler.h"
 #include "dd_settings.h"
+#include "dd_span.h"
 #include "dd_stats.h"
 
 /* Stable log ids, in the spirit of httpd's APLOGNO. */
@@ -60,15 +61,17 @@ typedef struct {
 } dd_srv_conf_t;
 
 typedef struct {
-    int trace;                /* DDTrace, UNSET -> On */
-    int trust;                /* DDTrustInboundContext, UNSET -> On */
-    apr_array_header_t *tags; /* DDTag: dd_meta_t, later entries win */
+    int trace; /* DDTrace, UNSET -> On */
+    int trust; /* DDTrustInboundContext, UNSET -> On */
+    /* DDTag: deduplicated (a later or deeper DDTag wins) when the configuration is read and
+     * merged; the server's own set has DD_TAGS beneath it (post_config). */
+    const dd_tagset_t *tags;
 } dd_dir_conf_t;
 
 /* What the environment says, read once in post_config (directives beat it). */
 typedef struct {
     const char *service, *env, *version;
-    apr_array_header_t *tags; /* DD_TAGS */
+    const dd_tagset_t *tags; /* DD_TAGS */
     int inferred;
     const char *agent_url;
     dd_styles_t styles; /* DD_TRACE_PROPAGATION_STYLE, else the default */

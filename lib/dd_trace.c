@@ -19,19 +19,6 @@
 #define SET(s, key, value, vlen)                                                                   \
     dd_span_put_meta((s), &(dd_meta_t){"" key "", (value), sizeof(key) - 1, (vlen)})
 
-/* A tag the module sets once, under a name none of the span's own tags has: only a DDTag tag
- * can have that name already, so without DDTag tags it is appended without a search. */
-static void set_unless_tagged(dd_span_t *s, const dd_trace_conf_t *conf, const dd_meta_t *m)
-{
-    if (conf->tags && conf->tags->nelts > 0)
-        dd_span_put_meta(s, m);
-    else
-        dd_span_add_meta_n(s, m->key, m->klen, m->value, m->vlen);
-}
-
-#define SET_UNLESS_TAGGED(s, conf, key, value, vlen)                                               \
-    set_unless_tagged((s), (conf), &(dd_meta_t){"" key "", (value), sizeof(key) - 1, (vlen)})
-
 static const char *clean(apr_pool_t *p, const char *s, size_t cap, int *truncated)
 {
     return s ? dd_str_clean(p, s, strlen(s), cap, truncated) : NULL;
@@ -60,18 +47,25 @@ static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
     join((p), (cap), (truncated), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),    \
          (const char *[]){__VA_ARGS__})
 
-/* DDTag tags, then env and version (which win over a DDTag of the same name). */
+/* env and version from DDEnv/DD_ENV, DDVersion/DD_VERSION: the module's own tags, which a
+ * configured tag of the same name does not replace (dd_trace_apply_tags). */
 static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
 {
-    if (conf->tags) {
-        const dd_meta_t *t = (const dd_meta_t *)conf->tags->elts;
-        for (int i = 0; i < conf->tags->nelts; i++)
-            dd_span_put_meta(s, &t[i]); /* lengths measured at configuration */
-    }
     if (conf->env)
-        SET_UNLESS_TAGGED(s, conf, "env", conf->env, 0);
+        ADD(s, "env", conf->env);
     if (conf->version)
-        SET_UNLESS_TAGGED(s, conf, "version", conf->version, 0);
+        ADD(s, "version", conf->version);
+}
+
+/* A host for a URL (RFC 3986): an IPv6 address gets its brackets ("::1" -> "[::1]"); a name,
+ * an IPv4 address, "name:port" or an address already in brackets stays as it is. httpd gives
+ * the Host header's IPv6 address without them. */
+static const char *url_host(apr_pool_t *p, const char *host)
+{
+    const char *colon = strchr(host, ':');
+    if (host[0] == '[' || !colon || !strchr(colon + 1, ':'))
+        return host;
+    return JOIN(p, DD_CAP_VALUE + 2, NULL, "[", host, "]");
 }
 
 static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *host,
@@ -82,6 +76,7 @@ static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const
     unsigned v = req->port;
     int default_port = req->port == 0 || (strcmp(req->scheme, "https") == 0 && req->port == 443) ||
                        (strcmp(req->scheme, "http") == 0 && req->port == 80);
+    host = url_host(p, host);
     if (default_port)
         return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, path, q, query);
     *--d = '\0'; /* ":<port>" without printf: a port is at most 5 digits */
@@ -110,8 +105,7 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     else
         s->resource = method ? method : path ? path : s->name;
     s->start = req->start_ns;
-    /* A fresh span: its own tags are appended without a search (the keys are distinct);
-     * set_common_meta's tags, which may repeat one of them, replace as usual. */
+    /* A fresh span: its own tags are appended without a search (the keys are distinct). */
     ADD_LIT(s, "component", "httpd");
     ADD_LIT(s, "span.kind", "server");
     ADD(s, "http.method", method);
@@ -158,7 +152,8 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         ADD(s, "http.method", gw->method);
     if (gw->domain)
         ADD(s, "http.url",
-            JOIN(p, DD_CAP_PATH, truncated, "https://", gw->domain, gw->path ? gw->path : ""));
+            JOIN(p, DD_CAP_PATH, truncated, "https://", url_host(p, gw->domain),
+                 gw->path ? gw->path : ""));
     else if (gw->path)
         ADD(s, "http.url", gw->path);
     if (gw->resource_path)
@@ -237,7 +232,7 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
     if (high) {
         char *hex = apr_palloc(p, 17);
         dd_u64_to_hex16(high, hex);
-        SET_UNLESS_TAGGED(root, conf, "_dd.p.tid", hex, 16);
+        dd_span_add_meta_n(root, DD_LIT("_dd.p.tid"), hex, 16);
     }
     if (t->parent.tags) {
         const dd_meta_t *tag = (const dd_meta_t *)t->parent.tags->elts;
@@ -245,6 +240,13 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
             dd_span_put_meta(root, &tag[i]);
     }
     return t;
+}
+
+void dd_trace_apply_tags(dd_trace_t *t, const dd_tagset_t *tags)
+{
+    dd_span_apply_tagset(t->server, tags);
+    if (t->inferred)
+        dd_span_apply_tagset(t->inferred, tags);
 }
 
 dd_span_t *dd_trace_root(const dd_trace_t *t)
@@ -268,7 +270,7 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     in.name = root->name;
     in.resource = root->resource;
     in.meta = root->meta;
-    in.env = conf->env;
+    in.env = dd_span_get_meta(root, "env"); /* the env the trace shows (DDEnv, else a tag) */
     in.trace_id_low = root->trace_id;
     dd_sample(conf->rules, limiter, rates, &in, now_mono_ns, &d);
 

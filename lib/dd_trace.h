@@ -21,13 +21,12 @@
 
 /* What the configuration says, resolved (directive, else environment, else default). */
 typedef struct {
-    const char *service;            /* never NULL */
-    const char *env;                /* may be NULL */
-    const char *version;            /* may be NULL */
-    const apr_array_header_t *tags; /* dd_meta_t from DDTag / DD_TAGS, may be NULL */
-    int user_tag;                   /* DDInferredProxyUserTag */
-    int trace_id_128;               /* generate 128-bit trace ids */
-    const dd_rules_t *rules;        /* sampling rules incl. the DDSampleRate catch-all, or NULL */
+    const char *service;     /* never NULL */
+    const char *env;         /* DDEnv / DD_ENV (or DD_TAGS' env:), may be NULL */
+    const char *version;     /* DDVersion / DD_VERSION (or DD_TAGS' version:), may be NULL */
+    int user_tag;            /* DDInferredProxyUserTag */
+    int trace_id_128;        /* generate 128-bit trace ids */
+    const dd_rules_t *rules; /* sampling rules incl. the DDSampleRate catch-all, or NULL */
     /* Server error statuses (DDTraceServerErrorStatuses): NULL = 500-599. */
     const dd_status_set_t *error_statuses;
 } dd_trace_conf_t;
@@ -64,10 +63,18 @@ typedef struct {
 dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_request_info_t *req,
                            const dd_gateway_t *gw, const dd_context_t *parent);
 
+/* Adds the configured tags (DDTag over DD_TAGS, merged at configuration) to both spans, once
+ * per trace, before the sampling decision (rules may match them). Tags the module sets itself
+ * win: DDEnv/DD_ENV over a tag "env" (and version likewise), http.url, span.kind ... are never
+ * replaced; a tag "env" is the trace's env when neither DDEnv nor DD_ENV is set. Time linear
+ * in the number of tags. */
+void dd_trace_apply_tags(dd_trace_t *t, const dd_tagset_t *tags);
+
 /* Makes the sampling decision for the local root and records it there (CONTRACT §5): an
  * inbound priority is kept as is; else conf->rules (a keep must pass the limiter), else the
- * agent's rate for the root's service and env, else 1.0. limiter and rates may be NULL.
- * now_mono_ns is the monotonic clock (dd_mono_ns): the limiter must not see clock steps. */
+ * agent's rate for the root's service and env (the env the root shows), else 1.0. limiter and rates
+ * may be NULL. now_mono_ns is the monotonic clock (dd_mono_ns): the limiter must not see clock
+ * steps. */
 void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *limiter,
                      dd_rates_t *rates, int64_t now_mono_ns);
 
