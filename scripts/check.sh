@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of mod_dd_proxy:
+#   0. the build's own checks (tests/build/test_build.sh);
 #   1. the C unit tests under ThreadSanitizer (queue, flusher, rates, sampler: the threaded parts);
 #   2. every libFuzzer target for a bounded time (FUZZ_SECONDS each, default 20);
 #   3. the unit tests and the whole integration suite with the module built under
@@ -19,11 +20,14 @@ copy_tree() { # copy the sources (tracked and new, not ignored) into $1
     git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$1"
 }
 
-configure_in() { # dir, extra configure args...
+configure_in() { # dir, extra configure args... (-Werror always: the copies are no git checkout)
     local dir=$1
     shift
-    (cd "$dir" && autoreconf -fi >/dev/null 2>&1 && ./configure -q "$@")
+    (cd "$dir" && autoreconf -fi >/dev/null 2>&1 && ./configure -q --enable-werror "$@")
 }
+
+echo "== build checks (-Werror switch, debian/rules, msgpack-c module name, atomics)"
+bash tests/build/test_build.sh
 
 echo "== unit tests under ThreadSanitizer"
 copy_tree "$ROOT/build-tsan"
@@ -46,7 +50,7 @@ make -C "$ROOT/build-asan" -s -j2 check
 
 echo "== plain build"
 autoreconf -fi >/dev/null 2>&1
-./configure -q
+./configure -q --enable-werror
 make -s -j2
 
 echo "== request path under valgrind memcheck"
