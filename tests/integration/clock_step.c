@@ -1,4 +1,4 @@
-/* clock_step.c - an LD_PRELOAD shim for test_210_clock_steps.py: steps the wall clock of the
+/* clock_step.c - an LD_PRELOAD shim for test_215_clock_steps.py: steps the wall clock of the
  * process it is loaded into (and its children) without touching the machine's clock.
  *
  * CLOCK_REALTIME (and its coarse variant), gettimeofday() and time() return the real value

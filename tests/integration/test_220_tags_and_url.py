@@ -48,7 +48,7 @@ DDTag from.env.var overridden
             "    DDTag version tag-version\n    DDVersion 9.9") \
         + vhost(h.ports[NOENV], "    DDTag env from-tag")
     h = httpd_factory("tags-url", config=config, ports=3,
-                      env={"DD_TAGS": "from.env.var:env-value,only.env:yes,env:from-dd-tags"},
+                      env={"DD_TAGS": "from.env.var:env-value,only.env:yes"},
                       files={"deep/index.html": "deep\n"})
     yield h
     httpd_factory.finish(h)
@@ -83,7 +83,7 @@ def test_ddenv_beats_ddtag_env_and_is_the_sampling_env(h, own_agent):
 def test_ddtag_env_is_the_env_without_ddenv(h, own_agent):
     sync_rates(h, own_agent, h.ports[NOENV])
     s = server_span(meta_of(h, own_agent, "/index.html", port=h.ports[NOENV]))
-    assert s["meta"]["env"] == "from-tag", dump(s)  # DDTag over DD_TAGS' env
+    assert s["meta"]["env"] == "from-tag", dump(s)  # no DDEnv, DD_ENV or DD_TAGS env:
     assert s["metrics"]["_dd.agent_psr"] == 0.7, dump(s)
 
 
@@ -96,7 +96,7 @@ def test_three_thousand_tags_once_each(h, own_agent):
         assert not missing, f"{len(missing)} tags missing or wrong, e.g. t{missing[0]}"
         assert m["t0"] == "last" and m["t1"] == "deep", {k: m[k] for k in ("t0", "t1")}
         assert m["from.env.var"] == "overridden" and m["only.env"] == "yes"
-        assert m["env"] == "from-dd-tags"  # no DDEnv, no DDTag env here: DD_TAGS' env
+        assert "env" not in m  # no DDEnv, DD_ENV, DD_TAGS env: or DDTag env here
         assert m["http.url"] != "spoofed"
     assert server_span(chunk)["meta"]["http.url"].endswith("/deep/index.html")
     # msgpack maps cannot say a key twice, but a payload with duplicates decodes to the last:

@@ -1,4 +1,4 @@
-"""test_210_clock_steps.py - a wall-clock step never stops sampling or bends durations
+"""test_215_clock_steps.py - a wall-clock step never stops sampling or bends durations
 (issue 16 item 1; CONTRACT sections 3 and 5).
 
 httpd runs with clock_step.c preloaded: the test moves the process's wall clock (CLOCK_REALTIME,
