@@ -24,7 +24,9 @@ __attribute__((constructor)) static void clock_step_init(void)
     int fd;
     void *m;
 
-    real_clock_gettime = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
+    if (!real_clock_gettime)
+        real_clock_gettime =
+            (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
     if (!path || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
         return;
     m = mmap(NULL, sizeof(int64_t), PROT_READ, MAP_SHARED, fd, 0);
@@ -40,7 +42,11 @@ static int64_t offset(void)
 
 int clock_gettime(clockid_t id, struct timespec *ts)
 {
-    int rc = real_clock_gettime(id, ts);
+    int rc;
+    if (!real_clock_gettime) /* called before the constructor (a sanitizer runtime's start) */
+        real_clock_gettime =
+            (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
+    rc = real_clock_gettime(id, ts);
     if (rc == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE)) {
         int64_t ns = (int64_t)ts->tv_sec * 1000000000LL + ts->tv_nsec + offset();
         ts->tv_sec = (time_t)(ns / 1000000000LL);
