@@ -343,6 +343,8 @@ static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
         dd_span_set_meta(root, "_dd.propagation_error", st->inbound.propagation_error);
     if (st->trusted && st->inbound.w3c_parent)
         dd_span_set_meta(root, "_dd.parent_id", st->inbound.w3c_parent);
+    if (st->trusted)
+        root->links = st->inbound.links; /* other traces' contexts the request carried */
     st->decided = 0;
     st->trace_id = dd_trace_id_string(r->pool, st->trace);
     st->span_id = dd_span_id_string(r->pool, st->trace);

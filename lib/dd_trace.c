@@ -10,6 +10,8 @@
 #include "dd_util.h"
 
 #include <string.h>
+#include <strings.h>
+#include <apr_lib.h>
 #include <apr_strings.h>
 
 /* A fresh span's own tags: literal keys (and values), appended without a search. */
@@ -60,7 +62,9 @@ static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
     join((p), (cap), (truncated), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),    \
          (const char *[]){__VA_ARGS__})
 
-/* DDTag tags, then env and version (which win over a DDTag of the same name). */
+/* DDTag tags, then env and version (which win over a DDTag of the same name). Unified service
+ * tagging, as Datadog's tracers do it: version belongs to the configured service, so a span of
+ * another service (the gateway's) does not carry it. s->service must be set. */
 static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
 {
     if (conf->tags) {
@@ -70,8 +74,22 @@ static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
     }
     if (conf->env)
         SET_UNLESS_TAGGED(s, conf, "env", conf->env, 0);
-    if (conf->version)
+    if (conf->version && (s->service == conf->service || strcmp(s->service, conf->service) == 0))
         SET_UNLESS_TAGGED(s, conf, "version", conf->version, 0);
+}
+
+/* _dd.base_service: on a span whose service is not the configured one, the configured one,
+ * lowercased (dd-trace-js compares and records it lowercased; the agent lowercases services). */
+static void set_base_service(apr_pool_t *p, dd_span_t *s, const dd_trace_conf_t *conf)
+{
+    size_t n = strlen(conf->service);
+    char *lower;
+    if (strcasecmp(s->service, conf->service) == 0)
+        return;
+    lower = apr_palloc(p, n + 1);
+    for (size_t i = 0; i <= n; i++)
+        lower[i] = (char)apr_tolower((unsigned char)conf->service[i]);
+    SET_UNLESS_TAGGED(s, conf, "_dd.base_service", lower, 0);
 }
 
 static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *host,
@@ -176,6 +194,7 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     if (user_agent)
         ADD(s, "http.useragent", user_agent);
     set_common_meta(s, conf);
+    set_base_service(p, s, conf);
     dd_span_set_metric(s, "_dd.inferred_span", 1);
     return s;
 }

@@ -191,6 +191,44 @@ static void test_gateway_spans(void)
     CHECK(t->inferred->duration == 10 && t->inferred->error == 0);
 }
 
+/* Unified service tagging as the tracers do it: version only on spans of the configured
+ * service; _dd.base_service (lowercased) on the gateway's. */
+static void test_version_and_base_service(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    dd_trace_t *t;
+
+    c.service = "Httpd-Svc";
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "version") == NULL);
+    CHECK_STR(dd_span_get_meta(t->inferred, "env"), "prod");
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.base_service"), "httpd-svc");
+    CHECK_STR(dd_span_get_meta(t->server, "version"), "1.2");
+    CHECK(dd_span_get_meta(t->server, "_dd.base_service") == NULL);
+
+    /* no domain: the gateway span is the service's own, with its version */
+    g.domain = NULL;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK_STR(t->inferred->service, "Httpd-Svc");
+    CHECK_STR(dd_span_get_meta(t->inferred, "version"), "1.2");
+    CHECK(dd_span_get_meta(t->inferred, "_dd.base_service") == NULL);
+
+    /* a domain equal to the service but for case: no base service (the agent lowercases) */
+    g.domain = "httpd-svc";
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "_dd.base_service") == NULL);
+
+    /* no version configured: none anywhere */
+    c.version = NULL;
+    g = gateway(DD_GW_AZURE_APIM);
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "version") == NULL);
+    CHECK(dd_span_get_meta(t->server, "version") == NULL);
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.base_service"), "httpd-svc");
+}
+
 static void test_inbound_parent(void)
 {
     dd_trace_conf_t c = conf();
@@ -393,6 +431,7 @@ int main(void)
     apr_pool_create(&pool, NULL);
     test_server_only();
     test_gateway_spans();
+    test_version_and_base_service();
     test_inbound_parent();
     test_sampling_formula();
     test_rules_at_the_gateway();
