@@ -247,6 +247,12 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
         s->trace_id_high = high;
         if (t->parent.origin)
             SET(s, "_dd.origin", t->parent.origin, 0);
+        if (conf->runtime_id) {
+            SET_UNLESS_TAGGED(s, conf, "runtime-id", conf->runtime_id, 36);
+            SET_UNLESS_TAGGED(s, conf, "language", "c", 1); /* Datadog-Meta-Lang: c */
+        }
+        if (conf->pid > 0)
+            dd_span_set_metric(s, "process_id", (double)conf->pid);
     }
     if (high) {
         char *hex = apr_palloc(p, 17);
@@ -259,6 +265,23 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
             dd_span_put_meta(root, &tag[i]);
     }
     return t;
+}
+
+void dd_runtime_id(char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = dd_random_id(0), b = dd_random_id(0);
+    int j = 0;
+    a = (a & ~0xF000ULL) | 0x4000ULL;       /* version 4 */
+    b = (b & ~(3ULL << 62)) | (2ULL << 62); /* variant 10 */
+    for (int i = 0; i < 32; i++) {
+        uint64_t w = i < 16 ? a : b;
+        int shift = 60 - 4 * (i % 16);
+        if (i == 8 || i == 12 || i == 16 || i == 20)
+            out[j++] = '-';
+        out[j++] = hex[(w >> shift) & 0xF];
+    }
+    out[j] = '\0';
 }
 
 dd_span_t *dd_trace_root(const dd_trace_t *t)

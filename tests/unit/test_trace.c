@@ -229,6 +229,34 @@ static void test_version_and_base_service(void)
     CHECK_STR(dd_span_get_meta(t->inferred, "_dd.base_service"), "httpd-svc");
 }
 
+/* runtime-id, language and process_id on both spans when configured, as dd-trace-cpp sends. */
+static void test_runtime_tags(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    char id[37], other[37];
+    dd_trace_t *t;
+    double v = 0;
+
+    dd_runtime_id(id);
+    dd_runtime_id(other);
+    CHECK(strlen(id) == 36 && id[8] == '-' && id[13] == '-' && id[14] == '4' && id[18] == '-' &&
+          strchr("89ab", id[19]) && id[23] == '-');
+    CHECK(strcmp(id, other) != 0);
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->server, "runtime-id") == NULL);
+    CHECK(!dd_span_get_metric(t->inferred, "process_id", &v));
+    c.runtime_id = id;
+    c.pid = 4242;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    for (dd_span_t *s = t->server; s; s = s == t->server ? t->inferred : NULL) {
+        CHECK_STR(dd_span_get_meta(s, "runtime-id"), id);
+        CHECK_STR(dd_span_get_meta(s, "language"), "c");
+        CHECK(dd_span_get_metric(s, "process_id", &v) && v == 4242);
+    }
+}
+
 static void test_inbound_parent(void)
 {
     dd_trace_conf_t c = conf();
@@ -432,6 +460,7 @@ int main(void)
     test_server_only();
     test_gateway_spans();
     test_version_and_base_service();
+    test_runtime_tags();
     test_inbound_parent();
     test_sampling_formula();
     test_rules_at_the_gateway();
