@@ -289,6 +289,18 @@ dd_span_t *dd_trace_root(const dd_trace_t *t)
     return t->inferred ? t->inferred : t->server;
 }
 
+static const char *knuth_rate(apr_pool_t *p, double rate)
+{
+    char *out = apr_psprintf(p, "%.6f", rate < 0 ? 0 : rate > 1 ? 1 : rate);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '0')
+        n--;
+    if (out[n - 1] == '.')
+        n--;
+    out[n] = '\0';
+    return out;
+}
+
 void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *limiter,
                      dd_rates_t *rates, int64_t now_ns)
 {
@@ -318,6 +330,11 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     } else {
         dd_span_set_metric(root, "_dd.agent_psr", d.rate);
     }
+    /* _dd.p.ksr: the rate a rule or the agent's rates applied, propagated with the trace (keep
+     * or drop) so that downstream and the backend know the probability (dd-trace-js
+     * formatKnuthRate: at most 6 decimals, no trailing zeros). */
+    if (d.mechanism == 3 || d.mechanism == 1)
+        SET(root, "_dd.p.ksr", knuth_rate(t->pool, d.rate), 0);
     /* The decision maker is propagated only with a keep, as Datadog tracers do. */
     if (d.priority > 0)
         SET(root, "_dd.p.dm", d.mechanism == 3 ? "-3" : d.mechanism == 1 ? "-1" : "-0", 2);

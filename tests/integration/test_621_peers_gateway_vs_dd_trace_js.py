@@ -219,3 +219,52 @@ def test_gateway_span_matches_dd_trace_js(h, node, agent, case, path, gw, ctx, s
         problems.append(f"sampling tags on: node {n_hold} httpd {h_hold}")
     assert not problems, "differences from dd-trace-js:\n  " + "\n  ".join(problems) + \
         f"\nnode:\n{dump(n_chunk)}\nhttpd:\n{dump(h_chunk)}"
+
+
+# --- a sampling rule: the same decision and the same tags where the tracer puts them -------
+
+@pytest.fixture(scope="module")
+def node_rule(agent):
+    n = NodePeer(agent.url, service=SERVICE, env={"DD_TRACE_SAMPLE_RATE": "0.5"})
+    try:
+        n.start()
+    except NodePeerError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="module")
+def h_rule(httpd_factory, agent):
+    return httpd_factory("peer-compare-rule", config=f"""
+DDAgentURL {agent.url}
+DDFlushInterval 100
+DDService {SERVICE}
+DDInferredProxy On
+DDSampleRate 0.5
+""")
+
+
+@pytest.mark.parametrize("low", [1, 2, 3, 5, 8, 13, 2**63 + 11, 2**64 - 59])
+def test_rule_decision_and_tags_match_dd_trace_js(h_rule, node_rule, agent, low):
+    """The caller sent ids but no decision: both decide with the same trace id, under the
+    same rule (rate 0.5), on the gateway span."""
+    headers = {**full("aws-apigateway"), "x-datadog-trace-id": str(low),
+               "x-datadog-parent-id": "77"}
+    _, ua_n = send(node_rule, "/", headers)
+    _, ua_h = send(h_rule, "/", headers)
+    n_inf, _ = spans(chunk_of(agent, ua_n, "web.request"))
+    h_inf, _ = spans(chunk_of(agent, ua_h, "httpd.request"))
+    keys = ("_sampling_priority_v1", "_dd.agent_psr", "_dd.p.dm", "_dd.p.ksr")
+
+    def pick(s):
+        return {k: (s["meta"].get(k), s["metrics"].get(k)) for k in keys}
+    assert pick(h_inf) == pick(n_inf), f"httpd:\n{dump(h_inf)}\ndd-trace-js:\n{dump(n_inf)}"
+    assert h_inf["meta"]["_dd.p.ksr"] == "0.5", dump(h_inf)
+    # Documented difference: dd-trace-js records the rule's and the limiter's rates only on a
+    # span without a parent; the module (as dd-trace-py and dd-trace-cpp) on the local root.
+    kept = h_inf["metrics"]["_sampling_priority_v1"] > 0  # only a keep consults the limiter
+    assert (h_inf["metrics"].get("_dd.rule_psr"), h_inf["metrics"].get("_dd.limit_psr")) == \
+        (0.5, 1.0 if kept else None), dump(h_inf)
+    assert "_dd.rule_psr" not in n_inf["metrics"], "dd-trace-js now sends _dd.rule_psr here: " \
+        "update README's differences\n" + dump(n_inf)

@@ -304,6 +304,7 @@ static void test_sampling_formula(void)
         double psr = 0;
         CHECK(dd_span_get_metric(t->server, "_dd.agent_psr", &psr) && psr == 0.5);
         CHECK_STR(dd_span_get_meta(t->server, "_dd.p.dm"), want ? "-1" : NULL);
+        CHECK_STR(dd_span_get_meta(t->server, "_dd.p.ksr"), "0.5"); /* keep or drop */
     }
     CHECK(kept > n * 4 / 10 && kept < n * 6 / 10);
     /* no rates at all: rate 1.0, default mechanism */
@@ -311,6 +312,7 @@ static void test_sampling_formula(void)
     dd_trace_sample(t, &c, NULL, NULL, 0);
     CHECK(t->priority == 1);
     CHECK_STR(dd_span_get_meta(t->server, "_dd.p.dm"), "-0");
+    CHECK(dd_span_get_meta(t->server, "_dd.p.ksr") == NULL); /* no rate was applied */
     dd_rates_destroy(rates);
 }
 
@@ -335,6 +337,8 @@ static void test_rules_at_the_gateway(void)
     CHECK(t->priority == 2);
     CHECK(dd_span_get_metric(t->inferred, "_dd.rule_psr", &v) && v == 1);
     CHECK_STR(dd_span_get_meta(t->inferred, "_dd.p.dm"), "-3");
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.p.ksr"), "1");
+    CHECK(dd_span_get_meta(t->server, "_dd.p.ksr") == NULL);
     CHECK(!dd_span_get_metric(t->server, "_sampling_priority_v1", &v));
     /* without a gateway the httpd service's rule (rate 0) applies */
     t = dd_trace_start(pool, &c, &r, NULL, NULL);
@@ -342,6 +346,7 @@ static void test_rules_at_the_gateway(void)
     CHECK(t->priority == -1);
     CHECK(dd_span_get_metric(t->server, "_dd.rule_psr", &v) && v == 0);
     CHECK(dd_span_get_meta(t->server, "_dd.p.dm") == NULL);
+    CHECK_STR(dd_span_get_meta(t->server, "_dd.p.ksr"), "0");
 
     /* what goes downstream: ids, priority and the _dd.p.* tags, never _dd.p.tid */
     dd_inject_t in;
