@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <apr_strings.h>
 #include <apr_atomic.h>
 
@@ -77,6 +78,8 @@ static struct {
      * frees the queue only when no request thread can still be touching it. */
     atomic_bool closing;
     atomic_uint inflight;
+    char runtime_id[37]; /* this child's runtime-id tag (issue 15: as dd-trace-cpp sends it) */
+    long pid;
 } child;
 
 /* mod_http2's variables (H2_STREAM_ID), when it is loaded. */
@@ -149,6 +152,8 @@ static apr_status_t child_cleanup(void *data)
 static void child_init(apr_pool_t *p, server_rec *s)
 {
     child.server = s;
+    dd_runtime_id(child.runtime_id);
+    child.pid = (long)getpid();
     dd_srv_conf_t *c = dd_proxy_srv_conf(s);
     const char *url_str = c->agent_url ? c->agent_url : dd_proxy_env.agent_url;
     dd_agent_url_t url;
@@ -281,6 +286,8 @@ static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc)
     tc->trace_id_128 = 1;
     tc->rules = c->resolved_rules;
     tc->error_statuses = c->error_statuses ? c->error_statuses : dd_proxy_env.error_statuses;
+    tc->runtime_id = child.runtime_id[0] ? child.runtime_id : NULL;
+    tc->pid = child.pid;
 }
 
 /* What the tracer features take from the request as it arrived (before the gateway headers
@@ -360,6 +367,8 @@ static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
         dd_span_set_meta(root, "_dd.propagation_error", st->inbound.propagation_error);
     if (st->trusted && st->inbound.w3c_parent)
         dd_span_set_meta(root, "_dd.parent_id", st->inbound.w3c_parent);
+    if (st->trusted)
+        root->links = st->inbound.links; /* other traces' contexts the request carried */
     st->decided = 0;
     st->trace_id = dd_trace_id_string(r->pool, st->trace);
     st->span_id = dd_span_id_string(r->pool, st->trace);

@@ -30,6 +30,17 @@ typedef struct {
     double value;
 } dd_metric_t;
 
+/* A span link (the agent's span.proto SpanLink): a reference to a span of another trace, e.g.
+ * a context the request also carried that its trace does not continue. */
+typedef struct {
+    uint64_t trace_id;      /* low 64 bits */
+    uint64_t trace_id_high; /* high 64 bits, 0 for a 64-bit id */
+    uint64_t span_id;
+    const char *tracestate;               /* W3C tracestate of the linked context, or NULL */
+    int flags;                            /* W3C trace flags (0 or 1), or -1 when unknown */
+    const apr_array_header_t *attributes; /* dd_meta_t, or NULL */
+} dd_span_link_t;
+
 typedef struct dd_span {
     uint64_t trace_id;      /* low 64 bits: the wire's trace_id */
     uint64_t trace_id_high; /* high 64 bits, carried as meta _dd.p.tid on the chunk root */
@@ -42,8 +53,9 @@ typedef struct dd_span {
     int64_t start;    /* ns since the Unix epoch */
     int64_t duration; /* ns, never negative */
     int32_t error;
-    apr_array_header_t *meta;    /* of dd_meta_t; keys unique */
-    apr_array_header_t *metrics; /* of dd_metric_t; keys unique */
+    apr_array_header_t *meta;        /* of dd_meta_t; keys unique */
+    apr_array_header_t *metrics;     /* of dd_metric_t; keys unique */
+    const apr_array_header_t *links; /* of dd_span_link_t, or NULL (encoded as span_links) */
 } dd_span_t;
 
 dd_span_t *dd_span_create(apr_pool_t *p);

@@ -10,6 +10,8 @@
 #include "dd_util.h"
 
 #include <string.h>
+#include <strings.h>
+#include <apr_lib.h>
 #include <apr_strings.h>
 
 /* A fresh span's own tags: literal keys (and values), appended without a search. */
@@ -48,12 +50,14 @@ static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
          (const char *[]){__VA_ARGS__})
 
 /* env and version from DDEnv/DD_ENV, DDVersion/DD_VERSION: the module's own tags, which a
- * configured tag of the same name does not replace (dd_trace_apply_tags). */
+ * configured tag of the same name does not replace (dd_trace_apply_tags). Unified service
+ * tagging, as Datadog's tracers do it: version belongs to the configured service, so a span of
+ * another service (the gateway's) does not carry it. s->service must be set. */
 static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
 {
     if (conf->env)
         ADD(s, "env", conf->env);
-    if (conf->version)
+    if (conf->version && (s->service == conf->service || strcmp(s->service, conf->service) == 0))
         ADD(s, "version", conf->version);
 }
 
@@ -66,6 +70,20 @@ static const char *url_host(apr_pool_t *p, const char *host)
     if (host[0] == '[' || !colon || !strchr(colon + 1, ':'))
         return host;
     return JOIN(p, DD_CAP_VALUE + 2, NULL, "[", host, "]");
+}
+
+/* _dd.base_service: on a span whose service is not the configured one, the configured one,
+ * lowercased (dd-trace-js compares and records it lowercased; the agent lowercases services). */
+static void set_base_service(apr_pool_t *p, dd_span_t *s, const dd_trace_conf_t *conf)
+{
+    size_t n = strlen(conf->service);
+    char *lower;
+    if (strcasecmp(s->service, conf->service) == 0)
+        return;
+    lower = apr_palloc(p, n + 1);
+    for (size_t i = 0; i <= n; i++)
+        lower[i] = (char)apr_tolower((unsigned char)conf->service[i]);
+    dd_span_add_meta_n(s, DD_LIT("_dd.base_service"), lower, 0);
 }
 
 static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *host,
@@ -175,6 +193,7 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     if (user_agent)
         ADD(s, "http.useragent", user_agent);
     set_common_meta(s, conf);
+    set_base_service(p, s, conf);
     dd_span_set_metric(s, "_dd.inferred_span", 1);
     return s;
 }
@@ -228,6 +247,12 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
         s->trace_id_high = high;
         if (t->parent.origin)
             SET(s, "_dd.origin", t->parent.origin, 0);
+        if (conf->runtime_id) {
+            dd_span_add_meta_n(s, DD_LIT("runtime-id"), conf->runtime_id, 36);
+            dd_span_add_meta_n(s, DD_LIT("language"), DD_LIT("c")); /* Datadog-Meta-Lang: c */
+        }
+        if (conf->pid > 0)
+            dd_span_set_metric(s, "process_id", (double)conf->pid);
     }
     if (high) {
         char *hex = apr_palloc(p, 17);
@@ -249,9 +274,38 @@ void dd_trace_apply_tags(dd_trace_t *t, const dd_tagset_t *tags)
         dd_span_apply_tagset(t->inferred, tags);
 }
 
+void dd_runtime_id(char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = dd_random_id(0), b = dd_random_id(0);
+    int j = 0;
+    a = (a & ~0xF000ULL) | 0x4000ULL;       /* version 4 */
+    b = (b & ~(3ULL << 62)) | (2ULL << 62); /* variant 10 */
+    for (int i = 0; i < 32; i++) {
+        uint64_t w = i < 16 ? a : b;
+        int shift = 60 - 4 * (i % 16);
+        if (i == 8 || i == 12 || i == 16 || i == 20)
+            out[j++] = '-';
+        out[j++] = hex[(w >> shift) & 0xF];
+    }
+    out[j] = '\0';
+}
+
 dd_span_t *dd_trace_root(const dd_trace_t *t)
 {
     return t->inferred ? t->inferred : t->server;
+}
+
+static const char *knuth_rate(apr_pool_t *p, double rate)
+{
+    char *out = apr_psprintf(p, "%.6f", rate < 0 ? 0 : rate > 1 ? 1 : rate);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '0')
+        n--;
+    if (out[n - 1] == '.')
+        n--;
+    out[n] = '\0';
+    return out;
 }
 
 void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *limiter,
@@ -283,6 +337,11 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     } else {
         dd_span_set_metric(root, "_dd.agent_psr", d.rate);
     }
+    /* _dd.p.ksr: the rate a rule or the agent's rates applied, propagated with the trace (keep
+     * or drop) so that downstream and the backend know the probability (dd-trace-js
+     * formatKnuthRate: at most 6 decimals, no trailing zeros). */
+    if (d.mechanism == 3 || d.mechanism == 1)
+        SET(root, "_dd.p.ksr", knuth_rate(t->pool, d.rate), 0);
     /* The decision maker is propagated only with a keep, as Datadog tracers do. */
     if (d.priority > 0)
         SET(root, "_dd.p.dm", d.mechanism == 3 ? "-3" : d.mechanism == 1 ? "-1" : "-0", 2);

@@ -29,7 +29,14 @@ typedef struct {
     const dd_rules_t *rules; /* sampling rules incl. the DDSampleRate catch-all, or NULL */
     /* Server error statuses (DDTraceServerErrorStatuses): NULL = 500-599. */
     const dd_status_set_t *error_statuses;
+    /* The process's runtime tags on every span, as dd-trace-cpp (httpd-datadog) sends them:
+     * meta runtime-id and language, metric process_id. NULL / 0: not sent. */
+    const char *runtime_id; /* dd_runtime_id() of this child process */
+    long pid;
 } dd_trace_conf_t;
+
+/* A runtime id for this process: a random UUID (version 4), 36 characters and a NUL. */
+void dd_runtime_id(char out[37]);
 
 /* The facts about the request httpd read. */
 typedef struct {

@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 bash scripts/deps.sh
+bash scripts/peers.sh # Datadog's Node.js tracer (tests/peers/dd-trace-js, npm ci)
 
 copy_tree() { # copy the sources (tracked and new, not ignored) into $1
     rm -rf "$1" && mkdir -p "$1"
@@ -44,6 +45,8 @@ bash fuzz/run.sh "${FUZZ_SECONDS:-20}"
 
 echo "== unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 copy_tree "$ROOT/build-asan"
+# the peer tests' installed tracer (ignored by git, so not copied)
+ln -s "$ROOT/tests/peers/dd-trace-js/node_modules" "$ROOT/build-asan/tests/peers/dd-trace-js/"
 configure_in "$ROOT/build-asan" --enable-sanitizer=address,undefined
 make -C "$ROOT/build-asan" -s -j2
 make -C "$ROOT/build-asan" -s -j2 check

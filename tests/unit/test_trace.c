@@ -200,6 +200,72 @@ static void test_gateway_spans(void)
     CHECK(t->inferred->duration == 10 && t->inferred->error == 0);
 }
 
+/* Unified service tagging as the tracers do it: version only on spans of the configured
+ * service; _dd.base_service (lowercased) on the gateway's. */
+static void test_version_and_base_service(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    dd_trace_t *t;
+
+    c.service = "Httpd-Svc";
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "version") == NULL);
+    CHECK_STR(dd_span_get_meta(t->inferred, "env"), "prod");
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.base_service"), "httpd-svc");
+    CHECK_STR(dd_span_get_meta(t->server, "version"), "1.2");
+    CHECK(dd_span_get_meta(t->server, "_dd.base_service") == NULL);
+
+    /* no domain: the gateway span is the service's own, with its version */
+    g.domain = NULL;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK_STR(t->inferred->service, "Httpd-Svc");
+    CHECK_STR(dd_span_get_meta(t->inferred, "version"), "1.2");
+    CHECK(dd_span_get_meta(t->inferred, "_dd.base_service") == NULL);
+
+    /* a domain equal to the service but for case: no base service (the agent lowercases) */
+    g.domain = "httpd-svc";
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "_dd.base_service") == NULL);
+
+    /* no version configured: none anywhere */
+    c.version = NULL;
+    g = gateway(DD_GW_AZURE_APIM);
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "version") == NULL);
+    CHECK(dd_span_get_meta(t->server, "version") == NULL);
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.base_service"), "httpd-svc");
+}
+
+/* runtime-id, language and process_id on both spans when configured, as dd-trace-cpp sends. */
+static void test_runtime_tags(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    char id[37], other[37];
+    dd_trace_t *t;
+    double v = 0;
+
+    dd_runtime_id(id);
+    dd_runtime_id(other);
+    CHECK(strlen(id) == 36 && id[8] == '-' && id[13] == '-' && id[14] == '4' && id[18] == '-' &&
+          strchr("89ab", id[19]) && id[23] == '-');
+    CHECK(strcmp(id, other) != 0);
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->server, "runtime-id") == NULL);
+    CHECK(!dd_span_get_metric(t->inferred, "process_id", &v));
+    c.runtime_id = id;
+    c.pid = 4242;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    for (dd_span_t *s = t->server; s; s = s == t->server ? t->inferred : NULL) {
+        CHECK_STR(dd_span_get_meta(s, "runtime-id"), id);
+        CHECK_STR(dd_span_get_meta(s, "language"), "c");
+        CHECK(dd_span_get_metric(s, "process_id", &v) && v == 4242);
+    }
+}
+
 static void test_inbound_parent(void)
 {
     dd_trace_conf_t c = conf();
@@ -247,6 +313,7 @@ static void test_sampling_formula(void)
         double psr = 0;
         CHECK(dd_span_get_metric(t->server, "_dd.agent_psr", &psr) && psr == 0.5);
         CHECK_STR(dd_span_get_meta(t->server, "_dd.p.dm"), want ? "-1" : NULL);
+        CHECK_STR(dd_span_get_meta(t->server, "_dd.p.ksr"), "0.5"); /* keep or drop */
     }
     CHECK(kept > n * 4 / 10 && kept < n * 6 / 10);
     /* no rates at all: rate 1.0, default mechanism */
@@ -254,6 +321,7 @@ static void test_sampling_formula(void)
     dd_trace_sample(t, &c, NULL, NULL, 0);
     CHECK(t->priority == 1);
     CHECK_STR(dd_span_get_meta(t->server, "_dd.p.dm"), "-0");
+    CHECK(dd_span_get_meta(t->server, "_dd.p.ksr") == NULL); /* no rate was applied */
     dd_rates_destroy(rates);
 }
 
@@ -278,6 +346,8 @@ static void test_rules_at_the_gateway(void)
     CHECK(t->priority == 2);
     CHECK(dd_span_get_metric(t->inferred, "_dd.rule_psr", &v) && v == 1);
     CHECK_STR(dd_span_get_meta(t->inferred, "_dd.p.dm"), "-3");
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.p.ksr"), "1");
+    CHECK(dd_span_get_meta(t->server, "_dd.p.ksr") == NULL);
     CHECK(!dd_span_get_metric(t->server, "_sampling_priority_v1", &v));
     /* without a gateway the httpd service's rule (rate 0) applies */
     t = dd_trace_start(pool, &c, &r, NULL, NULL);
@@ -285,6 +355,7 @@ static void test_rules_at_the_gateway(void)
     CHECK(t->priority == -1);
     CHECK(dd_span_get_metric(t->server, "_dd.rule_psr", &v) && v == 0);
     CHECK(dd_span_get_meta(t->server, "_dd.p.dm") == NULL);
+    CHECK_STR(dd_span_get_meta(t->server, "_dd.p.ksr"), "0");
 
     /* what goes downstream: ids, priority and the _dd.p.* tags, never _dd.p.tid */
     dd_inject_t in;
@@ -609,6 +680,8 @@ int main(void)
     apr_pool_create(&pool, NULL);
     test_server_only();
     test_gateway_spans();
+    test_version_and_base_service();
+    test_runtime_tags();
     test_inbound_parent();
     test_sampling_formula();
     test_rules_at_the_gateway();
