@@ -5,7 +5,10 @@
  *   post_read_request  gateway headers -> dd_gateway_t; spans started (dd_trace_start);
  *                      ids in the request notes and subprocess environment
  *   fixups             the ids again for the request that will run (internal redirects)
+ *   handler            (REALLY_FIRST) x-dd-proxy* stripped again, whatever way led there
  *   log_transaction    spans finished and encoded; the chunk goes on the lock-free queue
+ * A request httpd rejects while reading it never runs post_read_request: its trace starts
+ * when its ErrorDocument's fixups or its log_transaction run (request_state).
  *   flusher thread     (one per child, started in child_init) queue -> agent
  * A request thread never waits on a lock or on the network.
  */
@@ -18,12 +21,14 @@
 #include "ap_mpm.h"
 #include "ap_release.h"
 #include "mod_status.h"
+#include "mod_http2.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <apr_strings.h>
 #include <apr_atomic.h>
 
@@ -73,7 +78,12 @@ static struct {
      * frees the queue only when no request thread can still be touching it. */
     atomic_bool closing;
     atomic_uint inflight;
+    char runtime_id[37]; /* this child's runtime-id tag (issue 15: as dd-trace-cpp sends it) */
+    long pid;
 } child;
+
+/* mod_http2's variables (H2_STREAM_ID), when it is loaded. */
+static APR_OPTIONAL_FN_TYPE(http2_var_lookup) * h2_var;
 
 static int agent_send(void *ctx, const char *payload, size_t len, size_t ntraces, long timeout_ms,
                       long *http_status, const char **error, const char **body, size_t *body_len)
@@ -142,6 +152,8 @@ static apr_status_t child_cleanup(void *data)
 static void child_init(apr_pool_t *p, server_rec *s)
 {
     child.server = s;
+    dd_runtime_id(child.runtime_id);
+    child.pid = (long)getpid();
     dd_srv_conf_t *c = dd_proxy_srv_conf(s);
     const char *url_str = c->agent_url ? c->agent_url : dd_proxy_env.agent_url;
     dd_agent_url_t url;
@@ -197,6 +209,12 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     (void)ptemp;
     dd_proxy_read_env(pconf, s);
     dd_proxy_resolve_features(pconf, s);
+    /* DD_TAGS beneath every server's own DDTags: each request's merged tags then hold both,
+     * deduplicated, DDTag winning. */
+    for (server_rec *v = s; v && dd_proxy_env.tags; v = v->next) {
+        dd_dir_conf_t *d = ap_get_module_config(v->lookup_defaults, &dd_proxy_module);
+        d->tags = dd_tagset_merge(pconf, dd_proxy_env.tags, d->tags);
+    }
     if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG)
         dd_proxy_attach_stats(s);
     for (server_rec *v = s; v; v = v->next) {
@@ -205,6 +223,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
         const dd_rules_t *rules = c->rules ? c->rules : dd_proxy_env.rules;
         c->resolved_rules = rate >= 0 ? dd_rules_add_catch_all(pconf, rules, rate) : rules;
     }
+    h2_var = APR_RETRIEVE_OPTIONAL_FN(http2_var_lookup);
     ap_add_version_component(pconf, "mod_dd_proxy/" DD_PROXY_VERSION);
     return OK;
 }
@@ -227,6 +246,10 @@ typedef struct {
     int trusted; /* the trace continues the inbound context */
     int decided; /* the sampling decision is made (and so fixed for injection) */
     const apr_array_header_t *header_tags; /* DDTraceHeaderTags, for the response's too */
+    /* An HTTP/1.1 request asking for a protocol upgrade (Upgrade: h2c), while it runs: */
+    request_rec *r;               /* the request */
+    apr_table_t *upgrade_headers; /* its headers as they came (before stripping, injection) */
+    atomic_int upgraded;          /* its HTTP/2 stream 1 took the trace over */
 } dd_req_state_t;
 
 static dd_dir_conf_t *dir_conf(request_rec *r)
@@ -260,11 +283,12 @@ static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc)
                                          : DEFAULT_SERVICE;
     tc->env = c->env ? c->env : dd_proxy_env.env;
     tc->version = c->version ? c->version : dd_proxy_env.version;
-    tc->tags = dd_proxy_env.tags;
     tc->user_tag = c->user_tag == 1;
     tc->trace_id_128 = 1;
     tc->rules = c->resolved_rules;
     tc->error_statuses = c->error_statuses ? c->error_statuses : dd_proxy_env.error_statuses;
+    tc->runtime_id = child.runtime_id[0] ? child.runtime_id : NULL;
+    tc->pid = child.pid;
 }
 
 /* What the tracer features take from the request as it arrived (before the gateway headers
@@ -344,6 +368,8 @@ static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
         dd_span_set_meta(root, "_dd.propagation_error", st->inbound.propagation_error);
     if (st->trusted && st->inbound.w3c_parent)
         dd_span_set_meta(root, "_dd.parent_id", st->inbound.w3c_parent);
+    if (st->trusted)
+        root->links = st->inbound.links; /* other traces' contexts the request carried */
     st->decided = 0;
     st->trace_id = dd_trace_id_string(r->pool, st->trace);
     st->span_id = dd_span_id_string(r->pool, st->trace);
@@ -353,8 +379,8 @@ static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
 static int peer_trusted(const dd_srv_conf_t *c, request_rec *r)
 {
     apr_ipsubnet_t **nets;
-    if (!c->trusted)
-        return 1;
+    if (!c->trusted || c->trusted->nelts == 0)
+        return 1; /* unset, or "any" */
     nets = (apr_ipsubnet_t **)c->trusted->elts;
     for (int i = 0; i < c->trusted->nelts; i++)
         if (apr_ipsubnet_test(nets[i], r->connection->client_addr))
@@ -362,24 +388,14 @@ static int peer_trusted(const dd_srv_conf_t *c, request_rec *r)
     return 0;
 }
 
-static void apply_tags(dd_trace_t *t, const apr_array_header_t *tags)
-{
-    const dd_meta_t *m = (const dd_meta_t *)tags->elts;
-    for (int i = 0; i < tags->nelts; i++) {
-        dd_span_put_meta(t->server, &m[i]); /* lengths measured at configuration */
-        if (t->inferred)
-            dd_span_put_meta(t->inferred, &m[i]);
-    }
-}
-
-/* The trace's sampling decision, once, with the tags of the directory the request runs in. */
+/* The trace's sampling decision, once, with the tags of the directory the request runs in
+ * (applied here, once: rules may match them). */
 static void decide(dd_req_state_t *st, const dd_dir_conf_t *d)
 {
     if (st->decided)
         return;
-    if (d->tags)
-        apply_tags(st->trace, d->tags);
-    dd_trace_sample(st->trace, &st->tc, child.limiter, child.rates, dd_now_ns());
+    dd_trace_apply_tags(st->trace, d->tags);
+    dd_trace_sample(st->trace, &st->tc, child.limiter, child.rates, dd_mono_ns());
     st->decided = 1;
 }
 
@@ -394,46 +410,114 @@ static int is_dummy_connection(request_rec *r)
     return ua && strstr(ua, "(internal dummy connection)") != NULL;
 }
 
-static int post_read_request(request_rec *r)
+static int inferred_on(const dd_srv_conf_t *c)
+{
+    return c->inferred != UNSET ? c->inferred : dd_proxy_env.inferred;
+}
+
+/* DDInferredProxyStripHeaders applies wherever DDInferredProxy is On (CONTRACT §3.2). */
+static void strip_gateway_headers(request_rec *r)
+{
+    const dd_srv_conf_t *c = dd_proxy_srv_conf(r->server);
+    if (inferred_on(c) && c->strip != 0)
+        dd_gateway_strip(r->headers_in);
+}
+
+/* post_read_request's mark on a request it chose not to trace, told apart from a request that
+ * never reached post_read_request (httpd rejected it while reading it). */
+static char not_traced;
+
+/* httpd stamps a request with the wall clock (r->request_time), which can step. The spans
+ * keep it as their start, and durations run on the monotonic clock from the same instant:
+ * both clocks are read now and the request's age (at most an hour: a request is not older,
+ * so a step in between cannot make it so) is taken off the monotonic reading. */
+static int64_t mono_of(int64_t wall_ns)
+{
+    int64_t mono = dd_mono_ns(), age = dd_now_ns() - wall_ns;
+    const int64_t hour = 3600LL * 1000000000LL;
+    return mono - (age < 0 ? 0 : age > hour ? hour : age);
+}
+
+/* HTTP/1.1 Upgrade: h2c. httpd answers 101 and, inside that request's handler, serves the same
+ * request again as stream 1 of an HTTP/2 connection (on a secondary connection whose master is
+ * this one). That stream is the request: it takes the trace over (the gateway headers and the
+ * inbound context as they came, the start time), and the 101 exchange makes no spans. While
+ * the upgrading request runs, its state hangs on its connection. */
+static apr_status_t forget_upgrade(void *c)
+{
+    ap_set_module_config(((conn_rec *)c)->conn_config, &dd_proxy_module, NULL);
+    return APR_SUCCESS;
+}
+
+static void note_upgrade(request_rec *r, dd_req_state_t *st)
+{
+    st->r = r;
+    st->upgrade_headers = apr_table_copy(r->pool, r->headers_in);
+    ap_set_module_config(r->connection->conn_config, &dd_proxy_module, st);
+    apr_pool_cleanup_register(r->pool, r->connection, forget_upgrade, apr_pool_cleanup_null);
+}
+
+static int copy_header(void *t, const char *k, const char *v)
+{
+    apr_table_t *to = t;
+    apr_table_add(to, k, v); /* copies both into the new table's pool */
+    return 1;
+}
+
+/* The upgrading request whose trace the request r (HTTP/2 stream 1) takes over, or NULL. */
+static dd_req_state_t *upgrade_taken_over(request_rec *r)
+{
+    conn_rec *m = r->connection->master;
+    dd_req_state_t *up;
+    const char *id;
+    int free = 0;
+
+    if (!m || !h2_var || !(up = ap_get_module_config(m->conn_config, &dd_proxy_module)))
+        return NULL;
+    if (up->r->status != HTTP_SWITCHING_PROTOCOLS)
+        return NULL;
+    id = h2_var(r->pool, r->server, r->connection, r, "H2_STREAM_ID");
+    if (!id || strcmp(id, "1") != 0 || !atomic_compare_exchange_strong(&up->upgraded, &free, 1))
+        return NULL;
+    return up;
+}
+
+/* Starts the trace of a first request from what httpd read. accepted = httpd accepted the
+ * request (post_read_request): only then are the gateway headers read, since a request httpd
+ * rejected may have stopped reading its headers half-way. up: the upgrading request whose
+ * trace this one takes over, or NULL. */
+static dd_req_state_t *start_request(request_rec *r, int accepted, const dd_req_state_t *up)
 {
     dd_srv_conf_t *c = dd_proxy_srv_conf(r->server);
     dd_dir_conf_t *d = dir_conf(r);
+    dd_req_state_t *st = apr_pcalloc(r->pool, sizeof(*st));
     dd_gw_status_t gst = DD_GW_ABSENT;
-    dd_req_state_t *st;
-    int inferred = c->inferred != UNSET ? c->inferred : dd_proxy_env.inferred;
+    apr_table_t *headers = r->headers_in;
+    apr_time_t start = r->request_time;
 
-    if (r->main || r->prev)
-        return DECLINED; /* subrequests and internal redirects belong to the first request */
-    if (is_dummy_connection(r))
-        return DECLINED; /* not traced: noise in every restart and child stop */
-
-    if (!trace_on(d) && !dd_proxy_any_trace_on) {
-        /* tracing is off here and nowhere switched back on: only the stripping applies */
-        if (inferred && c->strip != 0)
-            dd_gateway_strip(r->headers_in);
-        return DECLINED;
+    if (up) { /* copied out of the upgrading request, which ends after this one */
+        headers = apr_table_make(r->pool, apr_table_elts(up->upgrade_headers)->nelts);
+        apr_table_do(copy_header, headers, up->upgrade_headers, NULL);
+        start = up->r->request_time;
+    } else if (!r->connection->master && apr_table_get(r->headers_in, "Upgrade")) {
+        note_upgrade(r, st);
     }
-
-    st = apr_pcalloc(r->pool, sizeof(*st));
     read_features(r, c, st);
-    if (inferred) {
-        gst = dd_gateway_parse(r->pool, r->headers_in, apr_time_as_msec(r->request_time), &st->gw);
+    if (accepted && inferred_on(c)) {
+        gst = dd_gateway_parse(r->pool, headers, apr_time_as_msec(start), &st->gw);
         if (gst == DD_GW_OK && !peer_trusted(c, r))
             gst = DD_GW_UNTRUSTED_PEER;
-        if (c->strip != 0)
-            dd_gateway_strip(r->headers_in);
+        if (gst != DD_GW_OK && gst != DD_GW_ABSENT)
+            log_rejected(r, gst);
     }
-
-    if (gst == DD_GW_OK)
-        dd_stats_add(&dd_proxy_stats->inferred_spans, 1);
-    else if (gst != DD_GW_ABSENT)
-        log_rejected(r, gst);
+    strip_gateway_headers(r);
     st->has_gw = gst == DD_GW_OK;
-    st->has_inbound = dd_extract(r->pool, r->headers_in, styles(), &st->inbound);
+    st->has_inbound = dd_extract(r->pool, headers, styles(), &st->inbound);
 
     resolve_trace_conf(c, &st->tc);
-    st->req.start_ns = (int64_t)r->request_time * 1000;
-    st->req.method = r->method;
+    st->req.start_ns = (int64_t)start * 1000;
+    st->req.start_mono_ns = mono_of(st->req.start_ns);
+    st->req.method = r->method; /* NULL when httpd could not read the request line */
     st->req.scheme = ap_http_scheme(r);
     st->req.host = r->hostname ? r->hostname : r->server->server_hostname;
     st->req.port = ap_get_server_port(r);
@@ -444,6 +528,50 @@ static int post_read_request(request_rec *r)
     build_trace(r, st, d->trust != 0);
     ap_set_module_config(r->request_config, &dd_proxy_module, st);
     set_correlation(r, st);
+    return st;
+}
+
+/* The first request's tracing state, or NULL when it is not traced. A request httpd rejected
+ * before post_read_request (bad Host, bad header, 414, 408 while reading headers ...) gets its
+ * trace here, from what httpd knows, when its ErrorDocument runs or when it is logged. */
+static dd_req_state_t *request_state(request_rec *first)
+{
+    void *st = ap_get_module_config(first->request_config, &dd_proxy_module);
+    if (st == &not_traced)
+        return NULL;
+    if (st)
+        return st;
+    if (!first->the_request || !*first->the_request)
+        return NULL; /* a connection that sent no request (httpd logs a 408 for it) */
+    if (!trace_on(dir_conf(first)) && !dd_proxy_any_trace_on)
+        return NULL;
+    return start_request(first, 0, NULL);
+}
+
+static int post_read_request(request_rec *r)
+{
+    if (r->main || r->prev) {
+        /* Subrequests and internal redirects belong to the first request; a redirect shares its
+         * headers, and the first request may never have come here (an ErrorDocument for a
+         * request httpd rejected while reading it). */
+        strip_gateway_headers(r);
+        return DECLINED;
+    }
+    if (is_dummy_connection(r) || (!trace_on(dir_conf(r)) && !dd_proxy_any_trace_on)) {
+        /* not traced: httpd's noise at restarts, or tracing off everywhere; stripping applies */
+        ap_set_module_config(r->request_config, &dd_proxy_module, &not_traced);
+        strip_gateway_headers(r);
+        return DECLINED;
+    }
+    start_request(r, 1, upgrade_taken_over(r));
+    return DECLINED;
+}
+
+/* The last word before any handler (REALLY_FIRST), whatever way the request came: whichever
+ * hooks ran for it, no handler or backend sees the gateway's headers (CONTRACT §3.2). */
+static int strip_before_handlers(request_rec *r)
+{
+    strip_gateway_headers(r);
     return DECLINED;
 }
 
@@ -469,12 +597,12 @@ static void clear_correlation(request_rec *r)
  * be an internal redirect with its own notes and environment. */
 static int fixups(request_rec *r)
 {
-    request_rec *first = first_request(r->main ? r->main : r);
-    dd_req_state_t *st = ap_get_module_config(first->request_config, &dd_proxy_module);
+    request_rec *first = first_request(r);
+    dd_req_state_t *st;
     dd_dir_conf_t *d;
     dd_inject_t in;
 
-    if (!st || r->main)
+    if (r->main || !(st = request_state(first)))
         return DECLINED;
     d = dir_conf(r);
     if (!trace_on(d)) {
@@ -531,27 +659,32 @@ static void push_chunk(dd_req_state_t *st)
 
 static int log_transaction(request_rec *r)
 {
-    dd_req_state_t *st = ap_get_module_config(r->request_config, &dd_proxy_module);
     request_rec *last = r;
+    dd_req_state_t *st;
     dd_dir_conf_t *d;
 
-    if (!st || r->main)
+    if (r->main)
         return DECLINED;
     while (last->next)
         last = last->next;
     d = dir_conf(last);
-    if (!trace_on(d))
+    if (!trace_on(d) || !(st = request_state(r)))
         return DECLINED;
+    if (atomic_load(&st->upgraded)) {
+        clear_correlation(r); /* the 101 exchange: its HTTP/2 stream 1 sent the trace */
+        return DECLINED;
+    }
     if (st->header_tags)
         response_header_tags(last, st);
 
-    if (d->tags)
-        apply_tags(st->trace, d->tags);
     decide(st, d); /* a request that ended before fixups (400, 401, 403 ...) */
-    dd_trace_finish(st->trace, dd_now_ns(), last->status,
+    dd_trace_finish(st->trace, dd_mono_ns(), last->status,
                     last->status_line ? last->status_line : ap_get_status_line(last->status),
                     apr_table_get(last->notes, "error-notes"));
+    /* Counted here, when the spans are really made (not for DDTrace Off locations). */
     dd_stats_add(&dd_proxy_stats->requests_traced, 1);
+    if (st->has_gw)
+        dd_stats_add(&dd_proxy_stats->inferred_spans, 1);
 
     atomic_fetch_add(&child.inflight, 1); /* seq_cst, before the load of closing */
     if (atomic_load(&child.closing) || !child.queue) {
@@ -575,6 +708,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_read_request(post_read_request, after_remoteip, NULL, APR_HOOK_FIRST);
     ap_hook_fixups(fixups, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_handler(strip_before_handlers, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_log_transaction(log_transaction, NULL, NULL, APR_HOOK_FIRST);
     dd_proxy_xray_register_hooks(p); /* X-Ray (issue 17), mod_dd_proxy_xray.c */
 }

@@ -15,6 +15,7 @@
 #include "dd_propagation.h"
 #include "dd_sampler.h"
 #include "dd_settings.h"
+#include "dd_span.h"
 #include "dd_stats.h"
 #include "dd_trace.h"
 #include "mod_dd_proxy_xray.h"
@@ -33,15 +34,16 @@
 extern module AP_MODULE_DECLARE_DATA dd_proxy_module;
 
 typedef struct {
-    int inferred;                /* DDInferredProxy, UNSET -> env -> Off */
-    int strip;                   /* DDInferredProxyStripHeaders, UNSET -> On */
-    int user_tag;                /* DDInferredProxyUserTag, UNSET -> Off */
-    const char *service;         /* DDService, NULL -> env -> "httpd" */
-    const char *env;             /* DDEnv */
-    const char *version;         /* DDVersion */
-    apr_array_header_t *trusted; /* DDInferredProxyTrustedNetworks: apr_ipsubnet_t *, NULL = any */
-    double sample_rate;          /* DDSampleRate, < 0 = unset */
-    dd_rules_t *rules;           /* DDSamplingRules, NULL = unset */
+    int inferred;                     /* DDInferredProxy, UNSET -> env -> Off */
+    int strip;                        /* DDInferredProxyStripHeaders, UNSET -> On */
+    int user_tag;                     /* DDInferredProxyUserTag, UNSET -> Off */
+    const char *service;              /* DDService, NULL -> env -> "httpd" */
+    const char *env;                  /* DDEnv */
+    const char *version;              /* DDVersion */
+    apr_array_header_t *trusted;      /* DDInferredProxyTrustedNetworks: apr_ipsubnet_t *; NULL =
+                                       * unset (any), empty = "any" set explicitly */
+    double sample_rate;               /* DDSampleRate, < 0 = unset */
+    dd_rules_t *rules;                /* DDSamplingRules, NULL = unset */
     const dd_rules_t *resolved_rules; /* rules, then the catch-all; env applied (post_config) */
     /* Global only (main server): */
     dd_styles_t *styles;     /* DDPropagationStyle */
@@ -64,15 +66,17 @@ typedef struct {
 } dd_srv_conf_t;
 
 typedef struct {
-    int trace;                /* DDTrace, UNSET -> On */
-    int trust;                /* DDTrustInboundContext, UNSET -> On */
-    apr_array_header_t *tags; /* DDTag: dd_meta_t, later entries win */
+    int trace; /* DDTrace, UNSET -> On */
+    int trust; /* DDTrustInboundContext, UNSET -> On */
+    /* DDTag: deduplicated (a later or deeper DDTag wins) when the configuration is read and
+     * merged; the server's own set has DD_TAGS beneath it (post_config). */
+    const dd_tagset_t *tags;
 } dd_dir_conf_t;
 
 /* What the environment says, read once in post_config (directives beat it). */
 typedef struct {
     const char *service, *env, *version;
-    apr_array_header_t *tags; /* DD_TAGS */
+    const dd_tagset_t *tags; /* DD_TAGS */
     int inferred;
     const char *agent_url;
     dd_styles_t styles; /* DD_TRACE_PROPAGATION_STYLE, else the default */

@@ -82,10 +82,7 @@ void *dd_proxy_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     dd_dir_conf_t *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
     MERGE_INT(trace);
     MERGE_INT(trust);
-    if (base->tags && add->tags)
-        c->tags = apr_array_append(p, base->tags, add->tags);
-    else
-        c->tags = add->tags ? add->tags : base->tags;
+    c->tags = dd_tagset_merge(p, base->tags, add->tags); /* linear; shared when one is empty */
     return c;
 }
 
@@ -208,14 +205,12 @@ static const char *set_trace(cmd_parms *cmd, void *dirv, const char *arg)
 static const char *set_tag(cmd_parms *cmd, void *dirv, const char *key, const char *value)
 {
     dd_dir_conf_t *d = dirv;
-    dd_meta_t *m;
     if (!*key)
         return apr_psprintf(cmd->pool, "DDTag: the tag name must not be empty (value '%s')", value);
     if (!d->tags)
-        d->tags = apr_array_make(cmd->pool, 4, sizeof(dd_meta_t));
-    m = apr_array_push(d->tags);
-    *m = (dd_meta_t){key, value, 0, 0};
-    dd_meta_measure(m);
+        d->tags = dd_tagset_make(cmd->pool);
+    /* The section's own set (made just above, never a merged one): a repeated key replaces. */
+    dd_tagset_put((dd_tagset_t *)d->tags, key, value);
     return NULL;
 }
 
@@ -318,6 +313,10 @@ static const char *set_styles(cmd_parms *cmd, void *dir, const char *arg)
     return NULL;
 }
 
+/* "DDInferredProxyTrustedNetworks any": an explicit value (an empty list), so that a virtual
+ * host's "any" survives the merge over a main server that lists networks (NULL is "unset"). */
+static apr_array_header_t trusted_any;
+
 /* DDInferredProxyTrustedNetworks cidr...: IPv4/IPv6 networks (or single addresses) whose TCP
  * peers may make gateway spans; "any" allows everyone (the default). */
 static const char *add_trusted(cmd_parms *cmd, void *dir, const char *arg)
@@ -328,9 +327,14 @@ static const char *add_trusted(cmd_parms *cmd, void *dir, const char *arg)
     apr_status_t rv;
     (void)dir;
     if (strcasecmp(arg, "any") == 0) {
-        c->trusted = NULL;
+        if (c->trusted && c->trusted != &trusted_any)
+            return "DDInferredProxyTrustedNetworks: 'any' cannot be combined with networks";
+        c->trusted = &trusted_any;
         return NULL;
     }
+    if (c->trusted == &trusted_any)
+        return apr_psprintf(
+            cmd->pool, "DDInferredProxyTrustedNetworks: '%s' cannot be combined with 'any'", arg);
     if (slash)
         *slash++ = '\0';
     rv = apr_ipsubnet_create(&net, ip, slash, cmd->pool);
@@ -585,23 +589,31 @@ void dd_proxy_read_env(apr_pool_t *p, server_rec *s)
 {
     const char *v, *why;
     dd_agent_url_t url;
+    apr_array_header_t *env_tags;
     int report = ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG;
 
     /* Unified service tagging: DD_SERVICE, DD_ENV, DD_VERSION, else DD_TAGS' service:, env:,
      * version: entries (dd-trace-py's precedence); those entries are not tags of their own. */
-    dd_proxy_env.tags = (v = env_value("DD_TAGS")) ? dd_parse_tags(p, v) : NULL;
+    env_tags = (v = env_value("DD_TAGS")) ? dd_parse_tags(p, v) : NULL;
     dd_proxy_env.service = env_value("DD_SERVICE");
     dd_proxy_env.env = env_value("DD_ENV");
     dd_proxy_env.version = env_value("DD_VERSION");
-    if (dd_proxy_env.tags) {
+    dd_proxy_env.tags = NULL;
+    if (env_tags) {
         static const char *const ust[] = {"service", "env", "version"};
         const char **dest[] = {&dd_proxy_env.service, &dd_proxy_env.env, &dd_proxy_env.version};
+        dd_tagset_t *set = dd_tagset_make(p);
         for (int i = 0; i < 3; i++) {
-            const char *t = dd_tags_get(dd_proxy_env.tags, ust[i]);
+            const char *t = dd_tags_get(env_tags, ust[i]);
             if (!*dest[i] && t && *t)
                 *dest[i] = t;
-            dd_tags_remove(dd_proxy_env.tags, ust[i]);
+            dd_tags_remove(env_tags, ust[i]);
         }
+        for (int i = 0; i < env_tags->nelts; i++) { /* unique keys already: a set, once */
+            const dd_meta_t *m = &((const dd_meta_t *)env_tags->elts)[i];
+            dd_tagset_put(set, m->key, m->value);
+        }
+        dd_proxy_env.tags = set;
     }
     v = env_value("DD_TRACE_INFERRED_PROXY_SERVICES_ENABLED");
     dd_proxy_env.inferred = v && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0);

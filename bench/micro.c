@@ -243,6 +243,7 @@ static void one_request(world_t *w, int scen, int level, char **chunk_out)
     notes = apr_table_make(rp, 5); /* httpd makes r->notes and r->subprocess_env anyway */
     env = apr_table_make(rp, 15);
     req.start_ns = start_ns;
+    req.start_mono_ns = dd_mono_ns();
     if (level >= L_PARSE) {
         gst = dd_gateway_parse(rp, h, start_ns / 1000000, &gw);
         if (level == L_GLUE) {
@@ -257,7 +258,7 @@ static void one_request(world_t *w, int scen, int level, char **chunk_out)
         t = dd_trace_start(rp, &w->conf, &req, gst == DD_GW_OK ? &gw : NULL,
                            has_inbound ? &inbound.ctx : NULL);
         if (level >= L_SAMPLE)
-            dd_trace_sample(t, &w->conf, w->limiter, w->rates, dd_now_ns());
+            dd_trace_sample(t, &w->conf, w->limiter, w->rates, dd_mono_ns());
         if (level == L_GLUE) {
             dd_inject_t in;
             const char *tid = dd_trace_id_string(rp, t), *sid = dd_span_id_string(rp, t);
@@ -269,7 +270,7 @@ static void one_request(world_t *w, int scen, int level, char **chunk_out)
             dd_inject(rp, h, &w->styles, &in);
         }
         if (level >= L_FINISH) {
-            dd_trace_finish(t, dd_now_ns(), 200, "200 OK", NULL);
+            dd_trace_finish(t, dd_mono_ns(), 200, "200 OK", NULL);
             if (level == L_GLUE)
                 dd_stats_add(&w->stats.requests_traced, 1);
         }
@@ -355,9 +356,10 @@ static void part1(world_t *w, int reps, int batches, double *pipeline_ns, double
             exit(1);
         }
         w->req.start_ns = dd_now_ns();
+        w->req.start_mono_ns = dd_mono_ns();
         dd_trace_t *t = dd_trace_start(rp, &w->conf, &w->req, st == DD_GW_OK ? &gw : NULL, NULL);
-        dd_trace_sample(t, &w->conf, w->limiter, w->rates, dd_now_ns());
-        dd_trace_finish(t, dd_now_ns(), 200, "200 OK", NULL);
+        dd_trace_sample(t, &w->conf, w->limiter, w->rates, dd_mono_ns());
+        dd_trace_finish(t, dd_mono_ns(), 200, "200 OK", NULL);
         dd_trace_encode(t, &c, &len);
         chunk_bytes[s] = len;
         free(c);
@@ -638,9 +640,10 @@ static void part2(world_t *w, apr_pool_t *global, int rounds, int http, double *
     apr_pool_create(&rp, global);
     dd_gateway_parse(rp, w->templ[0], dd_now_ns() / 1000000, &gw);
     w->req.start_ns = dd_now_ns();
+    w->req.start_mono_ns = dd_mono_ns();
     dd_trace_t *t = dd_trace_start(rp, &w->conf, &w->req, &gw, NULL);
-    dd_trace_sample(t, &w->conf, w->limiter, w->rates, dd_now_ns());
-    dd_trace_finish(t, dd_now_ns(), 200, "200 OK", NULL);
+    dd_trace_sample(t, &w->conf, w->limiter, w->rates, dd_mono_ns());
+    dd_trace_finish(t, dd_mono_ns(), 200, "200 OK", NULL);
     dd_trace_encode(t, &chunk, &len);
 
     printf("\n== flusher: dd_flusher_drain_once, chunks of 2 spans (%zu bytes), 4096 per drain\n",

@@ -56,6 +56,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         conf.user_tag = 1;
         conf.trace_id_128 = 1;
         req.start_ns = now_ms * 1000000LL;
+        req.start_mono_ns = req.start_ns;
         req.method = "GET";
         req.scheme = "https";
         req.host = "h";

@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
 # Builds every libFuzzer target (clang, with ASan + UBSan) and runs each for a bounded time
-# over its seed corpus. Fails on any finding. Usage: fuzz/run.sh [seconds per target, default 20]
+# over its seed corpus. Fails on any finding.
+# Usage: fuzz/run.sh [seconds per target, default 20]   or   fuzz/run.sh --build-only
+# FUZZ_TARGETS="fuzz_gateway ..." narrows the targets (default: every fuzz/fuzz_*.c).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BUILD_ONLY=0
+if [ "${1:-}" = "--build-only" ]; then BUILD_ONLY=1; shift; fi
 SECONDS_PER_TARGET=${1:-20}
 OUT=${FUZZ_OUT:-build-fuzz}
 mkdir -p "$OUT"
 CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ilib"
-DEPS_CFLAGS=$(pkg-config --cflags apr-1 apr-util-1 jansson msgpack)
-DEPS_LIBS="$(pkg-config --libs apr-1 apr-util-1 jansson msgpack) -lpthread"
+# msgpack-c 6 (Debian 13) names its pkg-config module msgpack-c; earlier releases msgpack.
+MSGPACK_PC=msgpack
+if pkg-config --exists msgpack-c; then MSGPACK_PC=msgpack-c; fi
+DEPS_CFLAGS=$(pkg-config --cflags apr-1 apr-util-1 jansson $MSGPACK_PC)
+DEPS_LIBS="$(pkg-config --libs apr-1 apr-util-1 jansson $MSGPACK_PC) -lpthread"
 LIB="lib/dd_gateway.c lib/dd_util.c lib/dd_span.c lib/dd_trace.c lib/dd_encode.c
      lib/dd_propagation.c lib/dd_sampler.c lib/dd_rates.c lib/dd_stats.c lib/dd_xray.c
      lib/dd_xray_sampler.c"
 failed=0
 for src in fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
+    if [ -n "${FUZZ_TARGETS:-}" ] && ! [[ " $FUZZ_TARGETS " == *" $name "* ]]; then continue; fi
     corpus=fuzz/corpus/${name#fuzz_}
     # shellcheck disable=SC2086
     clang $CFLAGS $DEPS_CFLAGS "$src" $LIB -o "$OUT/$name" $DEPS_LIBS
+    if [ "$BUILD_ONLY" = 1 ]; then echo "== $name built ($MSGPACK_PC)"; continue; fi
     work="$OUT/$name.corpus"
     rm -rf "$work" && mkdir -p "$work"
     echo "== $name: ${SECONDS_PER_TARGET}s over $corpus"

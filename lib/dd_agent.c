@@ -15,7 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <apr_strings.h>
 #include <curl/curl.h>
@@ -404,6 +408,69 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
     return n; /* consume everything, so the connection stays usable */
 }
 
+/* --- close-on-exec -------------------------------------------------------------------------- */
+
+static curl_socket_t open_cloexec(void *ctx, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    curl_socket_t fd;
+    (void)ctx;
+    (void)purpose;
+#ifdef SOCK_CLOEXEC
+    fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+#else
+    fd = socket(addr->family, addr->socktype, addr->protocol);
+    if (fd >= 0)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
+    return fd >= 0 ? fd : CURL_SOCKET_BAD;
+}
+
+#define FD_SCAN 4096 /* descriptors looked at when /proc/self/fd cannot be read */
+
+/* Marks 1 in open[fd] for every descriptor below n that is open now. */
+static void open_fds(unsigned char *open, int n)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    memset(open, 0, (size_t)n);
+    if (!d) {
+        for (int fd = 0; fd < n; fd++)
+            open[fd] = fcntl(fd, F_GETFD) != -1;
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && fd < n && fd != dirfd(d))
+            open[fd] = 1;
+    }
+    closedir(d);
+}
+
+int dd_agent_curl_cloexec(void *curl)
+{
+    unsigned char *before = malloc(FD_SCAN), *after = malloc(FD_SCAN);
+    int rc = -1;
+
+    if (curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, open_cloexec) != CURLE_OK || !before ||
+        !after)
+        goto out;
+    /* No URL yet: the transfer fails at once, without any network, but curl_easy_perform has
+     * made its multi handle (and that handle's socket pair), which it keeps for the next one. */
+    open_fds(before, FD_SCAN);
+    curl_easy_perform(curl);
+    open_fds(after, FD_SCAN);
+    for (int fd = 0; fd < FD_SCAN; fd++) {
+        int fl;
+        if (after[fd] && !before[fd] && (fl = fcntl(fd, F_GETFD)) != -1 && !(fl & FD_CLOEXEC))
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+    rc = 0;
+out:
+    free(before);
+    free(after);
+    return rc;
+}
+
 dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_version,
                             const char *lang_version, const char *container_id)
 {
@@ -422,7 +489,7 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
     a->url = malloc(strlen(url->base) + sizeof(TRACES_PATH));
     if (url->is_unix)
         a->socket = strdup(url->socket);
-    if (!a->curl || !a->url || (url->is_unix && !a->socket)) {
+    if (!a->curl || !a->url || (url->is_unix && !a->socket) || dd_agent_curl_cloexec(a->curl)) {
         dd_agent_destroy(a);
         return NULL;
     }

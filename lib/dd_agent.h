@@ -40,6 +40,17 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
                             const char *lang_version, const char *container_id);
 void dd_agent_destroy(dd_agent_t *a);
 
+/* Makes every descriptor libcurl opens for this CURL handle (a CURL *) close-on-exec, so that
+ * a CGI or any program an httpd child execs inherits none of them: the connections (opened with
+ * SOCK_CLOEXEC through CURLOPT_OPENSOCKETFUNCTION), and the wake-up socket pair of the multi
+ * handle that curl_easy_perform keeps inside the handle (libcurl 7.88 makes it without
+ * CLOEXEC and no option reaches it: an empty transfer makes libcurl create it now, and the
+ * descriptors that appeared meanwhile are marked). Call it right after curl_easy_init, before
+ * other threads run (child_init), for every handle. Left over: the short-lived socket pair of
+ * libcurl's threaded resolver while it resolves a host name (not for an IP address, "localhost"
+ * or a unix socket). Returns 0, or -1 when the callback could not be set. */
+int dd_agent_curl_cloexec(void *curl);
+
 typedef struct {
     long http_status; /* 0 when no HTTP answer came (a cut-off answer keeps its status) */
     char error[256];  /* "" on success; else what went wrong (curl's message or "HTTP 500") */

@@ -200,12 +200,49 @@ static inline void pack_known(buf_t *b, const char *s, uint32_t n)
 /* A key the encoder writes itself: a literal with no control characters. */
 #define KEY(b, lit) (mp_str((b), sizeof(lit) - 1), mp_str_body((b), (lit), sizeof(lit) - 1))
 
+/* span_links as the agent's span.proto has them (and dd-trace-py / dd-trace-cpp send them):
+ * trace_id, trace_id_high, span_id, then attributes, tracestate and flags when known; flags
+ * carry bit 31 to say they are set (span.proto: "If set, the high bit (bit 31) must be set"). */
+static void pack_links(buf_t *b, const apr_array_header_t *links)
+{
+    const dd_span_link_t *l = (const dd_span_link_t *)links->elts;
+    mp_array(b, (size_t)links->nelts);
+    for (int i = 0; i < links->nelts; i++) {
+        int nattr = l[i].attributes ? l[i].attributes->nelts : 0;
+        mp_map(b, 3 + (nattr > 0) + (l[i].tracestate != NULL) + (l[i].flags >= 0));
+        KEY(b, "trace_id");
+        mp_uint64(b, l[i].trace_id);
+        KEY(b, "trace_id_high");
+        mp_uint64(b, l[i].trace_id_high);
+        KEY(b, "span_id");
+        mp_uint64(b, l[i].span_id);
+        if (nattr > 0) {
+            const dd_meta_t *a = (const dd_meta_t *)l[i].attributes->elts;
+            KEY(b, "attributes");
+            mp_map(b, (size_t)nattr);
+            for (int j = 0; j < nattr; j++) {
+                pack_known(b, a[j].key, a[j].klen);
+                pack_known(b, a[j].value, a[j].vlen);
+            }
+        }
+        if (l[i].tracestate) {
+            KEY(b, "tracestate");
+            pack_str(b, l[i].tracestate);
+        }
+        if (l[i].flags >= 0) {
+            KEY(b, "flags");
+            mp_uint32(b, (uint32_t)l[i].flags | 0x80000000u);
+        }
+    }
+}
+
 static void pack_span(buf_t *b, const dd_span_t *s)
 {
     const dd_meta_t *meta = (const dd_meta_t *)s->meta->elts;
     const dd_metric_t *metrics = (const dd_metric_t *)s->metrics->elts;
+    int has_links = s->links && s->links->nelts > 0;
 
-    mp_map(b, 12);
+    mp_map(b, 12 + has_links);
     KEY(b, "trace_id");
     mp_uint64(b, s->trace_id);
     KEY(b, "span_id");
@@ -237,6 +274,10 @@ static void pack_span(buf_t *b, const dd_span_t *s)
     for (int i = 0; i < s->metrics->nelts; i++) {
         pack_str(b, metrics[i].key);
         mp_double(b, metrics[i].value);
+    }
+    if (has_links) {
+        KEY(b, "span_links");
+        pack_links(b, s->links);
     }
 }
 

@@ -235,6 +235,8 @@ dd_gw_status_t dd_gateway_parse(apr_pool_t *p, const apr_table_t *h, int64_t now
     gw->request_time_ms = (int64_t)ms;
     gw->method = optional(p, v[H_METHOD], DD_CAP_VALUE, &gw->truncated);
     gw->path = optional(p, v[H_PATH], DD_CAP_PATH, &gw->truncated);
+    if (gw->path && gw->path[0] != '/') /* APIM's UrlTemplate "carts/{id}" (dd-trace-js too) */
+        gw->path = apr_pstrcat(p, "/", gw->path, NULL);
     gw->resource_path = optional(p, v[H_RESOURCE_PATH], DD_CAP_PATH, &gw->truncated);
     gw->domain = optional(p, v[H_DOMAIN], DD_CAP_VALUE, &gw->truncated);
     gw->stage = optional(p, v[H_STAGE], DD_CAP_VALUE, &gw->truncated);

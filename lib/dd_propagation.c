@@ -549,25 +549,122 @@ static int extract_one(apr_pool_t *p, const apr_table_t *h, dd_style_t style, dd
     return 0;
 }
 
+const char *dd_style_name(dd_style_t style)
+{
+    switch (style) {
+    case DD_STYLE_DATADOG:
+        return "datadog";
+    case DD_STYLE_TRACECONTEXT:
+        return "tracecontext";
+    case DD_STYLE_B3MULTI:
+        return "b3multi";
+    case DD_STYLE_XRAY:
+        return "xray";
+    }
+    return "unknown";
+}
+
+static int same_trace(const dd_extracted_t *a, const dd_extracted_t *b)
+{
+    return a->ctx.trace_id_low == b->ctx.trace_id_low &&
+           a->ctx.trace_id_high == b->ctx.trace_id_high;
+}
+
+/* A context of another trace that the request also carried: a span link on the local root. */
+static void add_link(apr_pool_t *p, const apr_table_t *h, dd_extracted_t *x,
+                     const dd_extracted_t *other)
+{
+    apr_array_header_t *attrs = apr_array_make(p, 2, sizeof(dd_meta_t));
+    const char *name = dd_style_name(other->style);
+    dd_span_link_t *l;
+
+    /* dd_meta_t: key, value, their lengths (literals: no control characters) */
+    *(dd_meta_t *)apr_array_push(attrs) = (dd_meta_t){"reason", "terminated_context", 6, 18};
+    *(dd_meta_t *)apr_array_push(attrs) =
+        (dd_meta_t){"context_headers", name, 15, (uint32_t)strlen(name)};
+    if (!x->links)
+        x->links = apr_array_make(p, DD_STYLES_MAX, sizeof(dd_span_link_t));
+    l = (dd_span_link_t *)apr_array_push(x->links);
+    l->trace_id = other->ctx.trace_id_low;
+    l->trace_id_high = other->ctx.trace_id_high;
+    l->span_id = other->ctx.parent_id;
+    /* dd-trace-js: flags only for a known, non-negative priority */
+    l->flags = other->ctx.priority == DD_PRIORITY_UNSET || other->ctx.priority < 0
+                   ? -1
+                   : other->ctx.priority > 0;
+    l->tracestate = NULL;
+    l->attributes = attrs;
+    if (other->style == DD_STYLE_TRACECONTEXT) {
+        /* the linked context's whole tracestate, when it is one clean header value */
+        const char *ts = header_list(p, h, "tracestate");
+        size_t n = ts ? strlen(ts) : 0;
+        if (ts)
+            trim(&ts, &n);
+        if (n > 0 && n <= DD_CAP_VALUE && printable(ts, n, ""))
+            l->tracestate = apr_pstrmemdup(p, ts, n);
+    }
+}
+
+/* The first context x (not tracecontext) and a tracecontext one w of the same trace: W3C
+ * re-parenting, as dd-trace-js's resolveTraceContextConflicts does it. */
+static void merge_tracecontext(apr_pool_t *p, const apr_table_t *h, dd_extracted_t *x,
+                               const dd_extracted_t *w)
+{
+    x->tracestate = w->tracestate;
+    if (x->ctx.priority == DD_PRIORITY_UNSET) {
+        const dd_meta_t *m = w->ctx.tags ? (const dd_meta_t *)w->ctx.tags->elts : NULL;
+        x->ctx.priority = w->ctx.priority;
+        for (int i = 0; m && i < w->ctx.tags->nelts; i++)
+            if (strcmp(m[i].key, "_dd.p.dm") == 0)
+                tag_set(p, &x->ctx.tags, m[i].key, m[i].value);
+    }
+    if (x->ctx.parent_id == w->ctx.parent_id)
+        return;
+    if (w->w3c_parent) {
+        x->w3c_parent = w->w3c_parent; /* the last Datadog span before a W3C-only hop */
+    } else {
+        dd_extracted_t d;
+        uint64_t parent = 0;
+        if (x->style == DD_STYLE_DATADOG)
+            parent = x->ctx.parent_id;
+        else if (dd_extract_datadog(p, h, &d))
+            parent = d.ctx.parent_id;
+        if (parent) {
+            char *hex = apr_palloc(p, 17);
+            dd_u64_to_hex16(parent, hex);
+            x->w3c_parent = hex;
+        }
+    }
+    x->ctx.parent_id = w->ctx.parent_id; /* traceparent's parent is the real one */
+}
+
 int dd_extract(apr_pool_t *p, const apr_table_t *h, const dd_styles_t *styles, dd_extracted_t *out)
 {
-    dd_extracted_t x, w3c;
-    int tc_configured = 0, found = 0;
+    dd_extracted_t x, y;
+    int found = 0;
 
-    for (int i = 0; i < styles->n; i++)
-        if (styles->order[i] == DD_STYLE_TRACECONTEXT)
-            tc_configured = 1;
-    for (int i = 0; i < styles->n && !found; i++)
-        found = extract_one(p, h, styles->order[i], &x);
+    for (int i = 0; i < styles->n; i++) {
+        if (!found) {
+            found = extract_one(p, h, styles->order[i], &x);
+            continue;
+        }
+        if (!extract_one(p, h, styles->order[i], &y))
+            continue;
+        if (!same_trace(&x, &y))
+            add_link(p, h, &x, &y);
+        else if (y.style == DD_STYLE_TRACECONTEXT)
+            merge_tracecontext(p, h, &x, &y);
+    }
     if (!found)
         return 0;
-    /* Another style won, but the same trace also came as tracecontext: keep the other
-     * vendors' tracestate members so their part of the trace continues too (as Datadog
-     * tracers do). */
-    if (x.style != DD_STYLE_TRACECONTEXT && tc_configured && dd_extract_tracecontext(p, h, &w3c) &&
-        w3c.ctx.trace_id_low == x.ctx.trace_id_low &&
-        (x.ctx.trace_id_high == 0 || w3c.ctx.trace_id_high == x.ctx.trace_id_high))
-        x.tracestate = w3c.tracestate;
+    /* A 64-bit datadog context and a 128-bit traceparent with the same low half: other
+     * vendors' tracestate members still continue (their part of the trace is the same). */
+    if (!x.tracestate && x.style != DD_STYLE_TRACECONTEXT && x.ctx.trace_id_high == 0) {
+        for (int i = 0; i < styles->n; i++)
+            if (styles->order[i] == DD_STYLE_TRACECONTEXT && dd_extract_tracecontext(p, h, &y) &&
+                y.ctx.trace_id_low == x.ctx.trace_id_low)
+                x.tracestate = y.tracestate;
+    }
     *out = x;
     return 1;
 }

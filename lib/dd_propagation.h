@@ -23,7 +23,7 @@ typedef enum {
 #define DD_STYLES_MAX 4
 
 typedef struct {
-    int n;                          /* 0 = none */
+    int n;                           /* 0 = none */
     dd_style_t order[DD_STYLES_MAX]; /* no duplicates */
 } dd_styles_t;
 
@@ -32,18 +32,25 @@ typedef struct {
  * returns -1 with a message naming the bad word in *err (pool-allocated). */
 int dd_styles_parse(apr_pool_t *p, const char *s, dd_styles_t *out, const char **err);
 
+/* A style's name as DDPropagationStyle spells it ("datadog", "tracecontext" ...). */
+const char *dd_style_name(dd_style_t style);
+
 /* The default: datadog tracecontext. */
 void dd_styles_default(dd_styles_t *out);
 
 /* What extraction can tell beyond dd_context_t. */
 typedef struct {
     dd_context_t ctx;
-    dd_style_t style;          /* the style that won */
-    const char *tracestate;    /* inbound tracestate without the dd= member (for re-injection), or NULL */
-    const char *xray_extra;    /* xray: the header's other fields (Lineage=...), or NULL */
+    dd_style_t style; /* the style that won */
+    const char
+        *tracestate; /* inbound tracestate without the dd= member (for re-injection), or NULL */
+    const char *xray_extra;        /* xray: the header's other fields (Lineage=...), or NULL */
     const char *propagation_error; /* e.g. "extract_max_size", "decoding_error": set as
                                       _dd.propagation_error on the root; or NULL */
-    const char *w3c_parent;    /* tracestate dd= p: value (16 hex), or NULL */
+    const char *w3c_parent;        /* _dd.parent_id for the root (16 hex): tracestate dd= p:, or
+                                      (W3C re-parenting) the datadog parent id; or NULL */
+    apr_array_header_t *links;     /* dd_span_link_t: contexts of other traces the request also
+                                      carried (reason terminated_context), or NULL */
 } dd_extracted_t;
 
 /* Each style on its own: returns 1 and fills *out when the headers hold a valid context of
@@ -53,25 +60,33 @@ int dd_extract_tracecontext(apr_pool_t *p, const apr_table_t *h, dd_extracted_t 
 int dd_extract_b3multi(apr_pool_t *p, const apr_table_t *h, dd_extracted_t *out);
 int dd_extract_xray(apr_pool_t *p, const apr_table_t *h, dd_extracted_t *out);
 
-/* Tries the styles in order; returns 1 with the first valid context. */
+/* Tries the styles in order; returns 1 with the first valid context, as Datadog's tracers do
+ * (dd-trace-js TextMapPropagator, DD_TRACE_PROPAGATION_EXTRACT_FIRST=false):
+ * - a tracecontext context of the same 128-bit trace as the first one lends it its tracestate
+ *   (other vendors' members), its priority when the first had none, and, when its parent id
+ *   differs, its parent: the first context's parent then goes to w3c_parent (tracestate p:
+ *   when sent, else the x-datadog-parent-id, as 16 hex);
+ * - a context of another trace id in a later style becomes a span link (attributes reason =
+ *   terminated_context, context_headers = the style's name). */
 int dd_extract(apr_pool_t *p, const apr_table_t *h, const dd_styles_t *styles, dd_extracted_t *out);
 
 /* What to inject: this process's span as the parent. */
 typedef struct {
     uint64_t trace_id_high;
     uint64_t trace_id_low;
-    uint64_t span_id;          /* the server span */
-    int priority;              /* DD_PRIORITY_UNSET when undecided */
-    const char *origin;        /* or NULL */
-    const apr_array_header_t *tags; /* dd_meta_t: _dd.p.* trace tags (incl. _dd.p.dm; _dd.p.tid is derived from trace_id_high), or NULL */
-    const char *tracestate;    /* other vendors' tracestate members to keep, or NULL */
+    uint64_t span_id;               /* the server span */
+    int priority;                   /* DD_PRIORITY_UNSET when undecided */
+    const char *origin;             /* or NULL */
+    const apr_array_header_t *tags; /* dd_meta_t: _dd.p.* trace tags (incl. _dd.p.dm; _dd.p.tid is
+                                       derived from trace_id_high), or NULL */
+    const char *tracestate;         /* other vendors' tracestate members to keep, or NULL */
 } dd_inject_t;
 
 /* Writes the headers of every style in *styles into h, replacing inbound ones. The values
  * are allocated from p, and the datadog and tracecontext ones (and in->origin) are put into h
  * without a copy (apr_table_setn): p and in->origin must live as long as h (in httpd: r->pool
- * and r->headers_in). Returns 1 when x-datadog-tags had to be left out because it would pass 512 bytes
- * (the caller marks the root _dd.propagation_error=inject_max_size), else 0. */
+ * and r->headers_in). Returns 1 when x-datadog-tags had to be left out because it would pass 512
+ * bytes (the caller marks the root _dd.propagation_error=inject_max_size), else 0. */
 int dd_inject(apr_pool_t *p, apr_table_t *h, const dd_styles_t *styles, const dd_inject_t *in);
 
 #define DD_TAGS_MAX_BYTES 512

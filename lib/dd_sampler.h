@@ -31,7 +31,8 @@ int dd_glob_match(const char *pattern, const char *s);
 /* The token bucket: rate per second, burst = rate. Thread-safe, lock-free (atomics). */
 typedef struct dd_limiter dd_limiter_t;
 dd_limiter_t *dd_limiter_create(apr_pool_t *p, double per_second);
-/* Takes a token at now_ns; returns 1 when allowed. *effective_rate gets the fraction of
+/* Takes a token at now_ns, a monotonic clock (a wall clock that steps back an hour would deny
+ * everything for that hour); returns 1 when allowed. *effective_rate gets the fraction of
  * requests allowed over the recent window (what _dd.limit_psr carries). */
 int dd_limiter_allow(dd_limiter_t *l, int64_t now_ns, double *effective_rate);
 
@@ -46,10 +47,10 @@ typedef struct {
 } dd_sample_input_t;
 
 typedef struct {
-    int priority;        /* 2/-1 (rule), 1/0 (agent or default) */
-    int mechanism;       /* 0 default, 1 agent rate, 3 rule */
-    double rate;         /* the rule's or the agent's rate */
-    int limiter_used;    /* 1: limit_psr is meaningful */
+    int priority;     /* 2/-1 (rule), 1/0 (agent or default) */
+    int mechanism;    /* 0 default, 1 agent rate, 3 rule */
+    double rate;      /* the rule's or the agent's rate */
+    int limiter_used; /* 1: limit_psr is meaningful */
     double limit_psr;
 } dd_decision_t;
 

@@ -7,7 +7,9 @@
 #include "dd_span.h"
 #include "dd_encode.h"
 
+#include <stdint.h>
 #include <string.h>
+#include <apr_hash.h>
 
 /* Keys are mostly string literals, so the same pointer usually means the same key, and two
  * different keys usually differ in their first byte: strcmp only runs when both fail. */
@@ -112,4 +114,107 @@ int dd_span_get_metric(const dd_span_t *s, const char *key, double *value)
         }
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Tag sets                                                                                 */
+
+/* Invariant: items holds each key once; index maps every key to 1 + its position in items. */
+struct dd_tagset {
+    apr_pool_t *pool;
+    apr_array_header_t *items; /* dd_meta_t */
+    apr_hash_t *index;         /* key -> (void *)(intptr_t)(position + 1) */
+};
+
+static dd_tagset_t *tagset_sized(apr_pool_t *p, int n)
+{
+    dd_tagset_t *t = apr_palloc(p, sizeof(*t));
+    t->pool = p;
+    t->items = apr_array_make(p, n > 0 ? n : 4, sizeof(dd_meta_t));
+    t->index = apr_hash_make(p);
+    return t;
+}
+
+dd_tagset_t *dd_tagset_make(apr_pool_t *p)
+{
+    return tagset_sized(p, 4);
+}
+
+static void tagset_put_meta(dd_tagset_t *t, const dd_meta_t *m)
+{
+    intptr_t at = (intptr_t)apr_hash_get(t->index, m->key, APR_HASH_KEY_STRING);
+    if (at) {
+        ((dd_meta_t *)t->items->elts)[at - 1] = *m;
+        return;
+    }
+    *(dd_meta_t *)apr_array_push(t->items) = *m;
+    apr_hash_set(t->index, m->key, APR_HASH_KEY_STRING, (void *)(intptr_t)t->items->nelts);
+}
+
+void dd_tagset_put(dd_tagset_t *t, const char *key, const char *value)
+{
+    dd_meta_t m = {key, value, 0, 0};
+    dd_meta_measure(&m);
+    tagset_put_meta(t, &m);
+}
+
+const dd_tagset_t *dd_tagset_merge(apr_pool_t *p, const dd_tagset_t *base, const dd_tagset_t *add)
+{
+    dd_tagset_t *t;
+    if (!base || base->items->nelts == 0)
+        return add ? add : base;
+    if (!add || add->items->nelts == 0)
+        return base;
+    t = tagset_sized(p, base->items->nelts + add->items->nelts);
+    for (int i = 0; i < base->items->nelts; i++)
+        tagset_put_meta(t, &((const dd_meta_t *)base->items->elts)[i]);
+    for (int i = 0; i < add->items->nelts; i++)
+        tagset_put_meta(t, &((const dd_meta_t *)add->items->elts)[i]);
+    return t;
+}
+
+const char *dd_tagset_get(const dd_tagset_t *t, const char *key)
+{
+    intptr_t at = t ? (intptr_t)apr_hash_get(t->index, key, APR_HASH_KEY_STRING) : 0;
+    return at ? ((const dd_meta_t *)t->items->elts)[at - 1].value : NULL;
+}
+
+const dd_meta_t *dd_tagset_items(const dd_tagset_t *t, int *n)
+{
+    *n = t ? t->items->nelts : 0;
+    return t ? (const dd_meta_t *)t->items->elts : NULL;
+}
+
+void dd_span_apply_tagset(dd_span_t *s, const dd_tagset_t *t)
+{
+    const dd_meta_t *own = (const dd_meta_t *)s->meta->elts, *m;
+    int n_own = s->meta->nelts, n, skip_n = 0;
+    int skip_stack[32], *skip = skip_stack;
+
+    m = dd_tagset_items(t, &n);
+    if (n == 0)
+        return;
+    /* The span's own tags (a few dozen) are looked up in the set; the configured tags that
+     * they shadow are skipped. Positions are collected in increasing order, so one moving
+     * cursor checks them while appending. */
+    if (n_own > (int)(sizeof(skip_stack) / sizeof(skip_stack[0])))
+        skip = apr_palloc(s->meta->pool, sizeof(*skip) * (size_t)n_own);
+    for (int i = 0; i < n_own; i++) {
+        intptr_t at = (intptr_t)apr_hash_get(t->index, own[i].key, APR_HASH_KEY_STRING);
+        if (at) {
+            int j = skip_n++;
+            while (j > 0 && skip[j - 1] > (int)at - 1) { /* insertion sort: a handful */
+                skip[j] = skip[j - 1];
+                j--;
+            }
+            skip[j] = (int)at - 1;
+        }
+    }
+    for (int i = 0, k = 0; i < n; i++) {
+        if (k < skip_n && skip[k] == i) {
+            k++;
+            continue;
+        }
+        dd_span_add_meta_n(s, m[i].key, m[i].klen, m[i].value, m[i].vlen);
+    }
 }

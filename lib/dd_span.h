@@ -30,6 +30,17 @@ typedef struct {
     double value;
 } dd_metric_t;
 
+/* A span link (the agent's span.proto SpanLink): a reference to a span of another trace, e.g.
+ * a context the request also carried that its trace does not continue. */
+typedef struct {
+    uint64_t trace_id;      /* low 64 bits */
+    uint64_t trace_id_high; /* high 64 bits, 0 for a 64-bit id */
+    uint64_t span_id;
+    const char *tracestate;               /* W3C tracestate of the linked context, or NULL */
+    int flags;                            /* W3C trace flags (0 or 1), or -1 when unknown */
+    const apr_array_header_t *attributes; /* dd_meta_t, or NULL */
+} dd_span_link_t;
+
 typedef struct dd_span {
     uint64_t trace_id;      /* low 64 bits: the wire's trace_id */
     uint64_t trace_id_high; /* high 64 bits, carried as meta _dd.p.tid on the chunk root */
@@ -42,8 +53,9 @@ typedef struct dd_span {
     int64_t start;    /* ns since the Unix epoch */
     int64_t duration; /* ns, never negative */
     int32_t error;
-    apr_array_header_t *meta;    /* of dd_meta_t; keys unique */
-    apr_array_header_t *metrics; /* of dd_metric_t; keys unique */
+    apr_array_header_t *meta;        /* of dd_meta_t; keys unique */
+    apr_array_header_t *metrics;     /* of dd_metric_t; keys unique */
+    const apr_array_header_t *links; /* of dd_span_link_t, or NULL (encoded as span_links) */
 } dd_span_t;
 
 dd_span_t *dd_span_create(apr_pool_t *p);
@@ -70,6 +82,28 @@ void dd_span_put_meta(dd_span_t *s, const dd_meta_t *m);
  * time: the request path then copies them as they are). */
 void dd_meta_measure(dd_meta_t *m);
 const char *dd_span_get_meta(const dd_span_t *s, const char *key);
+
+/* A set of configured tags (DDTag, DD_TAGS): unique keys in the order they were first set, a
+ * later value for a key replacing the earlier one, looked up by key in constant time. Built at
+ * configuration time (and merged when httpd merges per-directory configurations), read-only on
+ * the request path, so a request applies any number of them in time linear in their number. */
+typedef struct dd_tagset dd_tagset_t;
+
+dd_tagset_t *dd_tagset_make(apr_pool_t *p);
+/* Sets key to value (both must live as long as the set's pool); measures them (dd_meta_t). */
+void dd_tagset_put(dd_tagset_t *t, const char *key, const char *value);
+/* base's tags with add's over them (add wins), in p; base or add itself when the other is NULL
+ * or empty. Time linear in both sizes. Neither is changed. */
+const dd_tagset_t *dd_tagset_merge(apr_pool_t *p, const dd_tagset_t *base, const dd_tagset_t *add);
+/* The value of key, or NULL. */
+const char *dd_tagset_get(const dd_tagset_t *t, const char *key);
+/* The tags, in order; *n gets their number (0 for a NULL set). */
+const dd_meta_t *dd_tagset_items(const dd_tagset_t *t, int *n);
+
+/* Adds the set's tags to the span, except those whose key the span has already: the module's
+ * own tags win over configured ones (as tracers' integrations overwrite DD_TAGS). No search
+ * per tag: time linear in the set's size plus the span's tags. */
+void dd_span_apply_tagset(dd_span_t *s, const dd_tagset_t *t);
 
 /* Sets (or replaces) a metric. */
 void dd_span_set_metric(dd_span_t *s, const char *key, double value);

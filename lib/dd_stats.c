@@ -2,8 +2,13 @@
  * them. The counters themselves are plain atomics in dd_stats.h. */
 #include "dd_stats.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
 #include <jansson.h>
+
+#include "dd_util.h"
 
 const char *dd_drop_reason_name(dd_drop_reason_t r)
 {
@@ -92,21 +97,58 @@ static void copy_text(char *dst, size_t n, const char *src)
     dst[len] = '\0';
 }
 
+/* The lock word of this process taking the lock now. */
+static uint64_t lock_word(void)
+{
+    uint64_t sec = (uint64_t)(dd_mono_ms() / 1000) & 0xFFFFFFFFu;
+    return ((uint64_t)(uint32_t)getpid() << 32) | (sec ? sec : 1); /* never 0: that is free */
+}
+
+/* Whether the holder in word is dead or has held the lock too long to be alive and copying. */
+static int holder_gone(uint64_t word, uint64_t now)
+{
+    pid_t pid = (pid_t)(word >> 32);
+    uint32_t age = (uint32_t)now - (uint32_t)word; /* seconds, modulo 2^32 */
+    return age > DD_STATS_LOCK_STEAL_S || (kill(pid, 0) == -1 && errno == ESRCH);
+}
+
+static int lock_take(dd_stats_t *s, uint64_t *me)
+{
+    uint64_t held = 0;
+    *me = lock_word();
+    if (atomic_compare_exchange_strong_explicit(&s->last_agent_error_lock, &held, *me,
+                                                memory_order_acquire, memory_order_relaxed))
+        return 1;
+    /* held: take it over only from a holder that is gone, and only if it is still that one */
+    return holder_gone(held, *me) &&
+           atomic_compare_exchange_strong_explicit(&s->last_agent_error_lock, &held, *me,
+                                                   memory_order_acquire, memory_order_relaxed);
+}
+
+static void lock_give(dd_stats_t *s, uint64_t me)
+{
+    /* a CAS, not a store: if it was taken over meanwhile, the new holder keeps it */
+    atomic_compare_exchange_strong_explicit(&s->last_agent_error_lock, &me, 0, memory_order_release,
+                                            memory_order_relaxed);
+}
+
 void dd_stats_set_error_text(dd_stats_t *s, const char *text)
 {
-    if (atomic_flag_test_and_set_explicit(&s->last_agent_error_lock, memory_order_acquire))
+    uint64_t me;
+    if (!lock_take(s, &me))
         return;
     copy_text(s->last_agent_error, sizeof(s->last_agent_error), text ? text : "");
-    atomic_flag_clear_explicit(&s->last_agent_error_lock, memory_order_release);
+    lock_give(s, me);
 }
 
 void dd_stats_get_error_text(dd_stats_t *s, char *out, size_t n)
 {
+    uint64_t me;
     out[0] = '\0';
-    if (atomic_flag_test_and_set_explicit(&s->last_agent_error_lock, memory_order_acquire))
+    if (!lock_take(s, &me))
         return;
     copy_text(out, n, s->last_agent_error);
-    atomic_flag_clear_explicit(&s->last_agent_error_lock, memory_order_release);
+    lock_give(s, me);
 }
 
 static int put_u64(json_t *obj, const char *key, atomic_uint_fast64_t *c)

@@ -43,8 +43,11 @@ typedef struct {
     atomic_int_fast64_t last_agent_error_time; /* Unix seconds, 0 = never */
     atomic_int last_agent_error_status;        /* HTTP status, 0 = no answer */
     /* What went wrong last, for people: written and read under a try-lock (a writer or reader
-     * that finds it taken skips; the text is diagnostics, never worth a wait). */
-    atomic_flag last_agent_error_lock;
+     * that finds it taken skips; the text is diagnostics, never worth a wait). The lock word
+     * is 0 when free, else its holder: pid << 32 | the monotonic second it took it. A process
+     * that finds the holder gone (killed while copying) or holding it for over
+     * DD_STATS_LOCK_STEAL_S takes it over, so a child's death never freezes the text. */
+    _Atomic uint64_t last_agent_error_lock;
     char last_agent_error[128];
 
     /* X-Ray (issue 17): segments sent to the daemon over UDP, and X-Ray's sampling */
@@ -59,6 +62,14 @@ typedef struct {
     atomic_uint_fast64_t xray_sampling_errors;        /* calls that failed or answered garbage */
     atomic_uint_fast64_t xray_sampling_rules_skipped; /* rules not usable here */
 } dd_stats_t;
+
+#define DD_STATS_LOCK_STEAL_S 2
+
+/* The counters are shared by processes: their atomics must be the CPU's own, not a lock
+ * table of libatomic's that each process has for itself (configure checks this too). */
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2 &&
+                   ATOMIC_INT_LOCK_FREE == 2,
+               "the shared-memory counters need lock-free 64-bit atomics");
 
 static inline void dd_stats_add(atomic_uint_fast64_t *c, uint64_t n)
 {

@@ -10,6 +10,8 @@
 #include "dd_util.h"
 
 #include <string.h>
+#include <strings.h>
+#include <apr_lib.h>
 #include <apr_strings.h>
 
 /* A fresh span's own tags: literal keys (and values), appended without a search. */
@@ -18,19 +20,6 @@
 /* Sets (or replaces) a tag with a literal key; vlen as in dd_meta_t. */
 #define SET(s, key, value, vlen)                                                                   \
     dd_span_put_meta((s), &(dd_meta_t){"" key "", (value), sizeof(key) - 1, (vlen)})
-
-/* A tag the module sets once, under a name none of the span's own tags has: only a DDTag tag
- * can have that name already, so without DDTag tags it is appended without a search. */
-static void set_unless_tagged(dd_span_t *s, const dd_trace_conf_t *conf, const dd_meta_t *m)
-{
-    if (conf->tags && conf->tags->nelts > 0)
-        dd_span_put_meta(s, m);
-    else
-        dd_span_add_meta_n(s, m->key, m->klen, m->value, m->vlen);
-}
-
-#define SET_UNLESS_TAGGED(s, conf, key, value, vlen)                                               \
-    set_unless_tagged((s), (conf), &(dd_meta_t){"" key "", (value), sizeof(key) - 1, (vlen)})
 
 static const char *clean(apr_pool_t *p, const char *s, size_t cap, int *truncated)
 {
@@ -60,18 +49,41 @@ static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
     join((p), (cap), (truncated), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),    \
          (const char *[]){__VA_ARGS__})
 
-/* DDTag tags, then env and version (which win over a DDTag of the same name). */
+/* env and version from DDEnv/DD_ENV, DDVersion/DD_VERSION: the module's own tags, which a
+ * configured tag of the same name does not replace (dd_trace_apply_tags). Unified service
+ * tagging, as Datadog's tracers do it: version belongs to the configured service, so a span of
+ * another service (the gateway's) does not carry it. s->service must be set. */
 static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
 {
-    if (conf->tags) {
-        const dd_meta_t *t = (const dd_meta_t *)conf->tags->elts;
-        for (int i = 0; i < conf->tags->nelts; i++)
-            dd_span_put_meta(s, &t[i]); /* lengths measured at configuration */
-    }
     if (conf->env)
-        SET_UNLESS_TAGGED(s, conf, "env", conf->env, 0);
-    if (conf->version)
-        SET_UNLESS_TAGGED(s, conf, "version", conf->version, 0);
+        ADD(s, "env", conf->env);
+    if (conf->version && (s->service == conf->service || strcmp(s->service, conf->service) == 0))
+        ADD(s, "version", conf->version);
+}
+
+/* A host for a URL (RFC 3986): an IPv6 address gets its brackets ("::1" -> "[::1]"); a name,
+ * an IPv4 address, "name:port" or an address already in brackets stays as it is. httpd gives
+ * the Host header's IPv6 address without them. */
+static const char *url_host(apr_pool_t *p, const char *host)
+{
+    const char *colon = strchr(host, ':');
+    if (host[0] == '[' || !colon || !strchr(colon + 1, ':'))
+        return host;
+    return JOIN(p, DD_CAP_VALUE + 2, NULL, "[", host, "]");
+}
+
+/* _dd.base_service: on a span whose service is not the configured one, the configured one,
+ * lowercased (dd-trace-js compares and records it lowercased; the agent lowercases services). */
+static void set_base_service(apr_pool_t *p, dd_span_t *s, const dd_trace_conf_t *conf)
+{
+    size_t n = strlen(conf->service);
+    char *lower;
+    if (strcasecmp(s->service, conf->service) == 0)
+        return;
+    lower = apr_palloc(p, n + 1);
+    for (size_t i = 0; i <= n; i++)
+        lower[i] = (char)apr_tolower((unsigned char)conf->service[i]);
+    dd_span_add_meta_n(s, DD_LIT("_dd.base_service"), lower, 0);
 }
 
 static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *host,
@@ -82,6 +94,7 @@ static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const
     unsigned v = req->port;
     int default_port = req->port == 0 || (strcmp(req->scheme, "https") == 0 && req->port == 443) ||
                        (strcmp(req->scheme, "http") == 0 && req->port == 80);
+    host = url_host(p, host);
     if (default_port)
         return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, path, q, query);
     *--d = '\0'; /* ":<port>" without printf: a port is at most 5 digits */
@@ -98,20 +111,23 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
                                    const char *user_agent, int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
-    const char *method = clean(p, req->method ? req->method : "GET", DD_CAP_VALUE, truncated);
-    const char *path = clean(p, req->path ? req->path : "/", DD_CAP_PATH, truncated);
+    const char *method = clean(p, req->method, DD_CAP_VALUE, truncated);
+    const char *path = clean(p, req->path, DD_CAP_PATH, truncated);
     const char *host = clean(p, req->host ? req->host : "localhost", DD_CAP_VALUE, truncated);
 
     s->name = "httpd.request";
     s->service = conf->service;
-    s->resource = JOIN(p, DD_CAP_PATH, truncated, method, " ", path);
+    /* Method and path are unknown only for a request httpd could not read (a 414 ...). */
+    if (method && path)
+        s->resource = JOIN(p, DD_CAP_PATH, truncated, method, " ", path);
+    else
+        s->resource = method ? method : path ? path : s->name;
     s->start = req->start_ns;
-    /* A fresh span: its own tags are appended without a search (the keys are distinct);
-     * set_common_meta's tags, which may repeat one of them, replace as usual. */
+    /* A fresh span: its own tags are appended without a search (the keys are distinct). */
     ADD_LIT(s, "component", "httpd");
     ADD_LIT(s, "span.kind", "server");
     ADD(s, "http.method", method);
-    ADD(s, "http.url", server_url(p, req, host, path, truncated));
+    ADD(s, "http.url", server_url(p, req, host, path ? path : "", truncated));
     if (user_agent)
         ADD(s, "http.useragent", user_agent);
     if (req->client_ip)
@@ -154,7 +170,8 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         ADD(s, "http.method", gw->method);
     if (gw->domain)
         ADD(s, "http.url",
-            JOIN(p, DD_CAP_PATH, truncated, "https://", gw->domain, gw->path ? gw->path : ""));
+            JOIN(p, DD_CAP_PATH, truncated, "https://", url_host(p, gw->domain),
+                 gw->path ? gw->path : ""));
     else if (gw->path)
         ADD(s, "http.url", gw->path);
     if (gw->resource_path)
@@ -176,6 +193,7 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     if (user_agent)
         ADD(s, "http.useragent", user_agent);
     set_common_meta(s, conf);
+    set_base_service(p, s, conf);
     dd_span_set_metric(s, "_dd.inferred_span", 1);
     return s;
 }
@@ -192,6 +210,7 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
     t->pool = p;
     t->priority = DD_PRIORITY_UNSET;
     t->error_statuses = conf->error_statuses;
+    t->start_mono_ns = req->start_mono_ns;
     if (parent && parent->trace_id_low) {
         t->parent = *parent;
         high = parent->trace_id_high;
@@ -228,11 +247,17 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
         s->trace_id_high = high;
         if (t->parent.origin)
             SET(s, "_dd.origin", t->parent.origin, 0);
+        if (conf->runtime_id) {
+            dd_span_add_meta_n(s, DD_LIT("runtime-id"), conf->runtime_id, 36);
+            dd_span_add_meta_n(s, DD_LIT("language"), DD_LIT("c")); /* Datadog-Meta-Lang: c */
+        }
+        if (conf->pid > 0)
+            dd_span_set_metric(s, "process_id", (double)conf->pid);
     }
     if (high) {
         char *hex = apr_palloc(p, 17);
         dd_u64_to_hex16(high, hex);
-        SET_UNLESS_TAGGED(root, conf, "_dd.p.tid", hex, 16);
+        dd_span_add_meta_n(root, DD_LIT("_dd.p.tid"), hex, 16);
     }
     if (t->parent.tags) {
         const dd_meta_t *tag = (const dd_meta_t *)t->parent.tags->elts;
@@ -242,13 +267,49 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
     return t;
 }
 
+void dd_trace_apply_tags(dd_trace_t *t, const dd_tagset_t *tags)
+{
+    dd_span_apply_tagset(t->server, tags);
+    if (t->inferred)
+        dd_span_apply_tagset(t->inferred, tags);
+}
+
+void dd_runtime_id(char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = dd_random_id(0), b = dd_random_id(0);
+    int j = 0;
+    a = (a & ~0xF000ULL) | 0x4000ULL;       /* version 4 */
+    b = (b & ~(3ULL << 62)) | (2ULL << 62); /* variant 10 */
+    for (int i = 0; i < 32; i++) {
+        uint64_t w = i < 16 ? a : b;
+        int shift = 60 - 4 * (i % 16);
+        if (i == 8 || i == 12 || i == 16 || i == 20)
+            out[j++] = '-';
+        out[j++] = hex[(w >> shift) & 0xF];
+    }
+    out[j] = '\0';
+}
+
 dd_span_t *dd_trace_root(const dd_trace_t *t)
 {
     return t->inferred ? t->inferred : t->server;
 }
 
+static const char *knuth_rate(apr_pool_t *p, double rate)
+{
+    char *out = apr_psprintf(p, "%.6f", rate < 0 ? 0 : rate > 1 ? 1 : rate);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '0')
+        n--;
+    if (out[n - 1] == '.')
+        n--;
+    out[n] = '\0';
+    return out;
+}
+
 void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *limiter,
-                     dd_rates_t *rates, int64_t now_ns)
+                     dd_rates_t *rates, int64_t now_mono_ns)
 {
     dd_span_t *root = dd_trace_root(t);
     dd_sample_input_t in;
@@ -263,9 +324,9 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     in.name = root->name;
     in.resource = root->resource;
     in.meta = root->meta;
-    in.env = conf->env;
+    in.env = dd_span_get_meta(root, "env"); /* the env the trace shows (DDEnv, else a tag) */
     in.trace_id_low = root->trace_id;
-    dd_sample(conf->rules, limiter, rates, &in, now_ns, &d);
+    dd_sample(conf->rules, limiter, rates, &in, now_mono_ns, &d);
 
     t->priority = d.priority;
     dd_span_set_metric(root, "_sampling_priority_v1", d.priority);
@@ -276,6 +337,11 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     } else {
         dd_span_set_metric(root, "_dd.agent_psr", d.rate);
     }
+    /* _dd.p.ksr: the rate a rule or the agent's rates applied, propagated with the trace (keep
+     * or drop) so that downstream and the backend know the probability (dd-trace-js
+     * formatKnuthRate: at most 6 decimals, no trailing zeros). */
+    if (d.mechanism == 3 || d.mechanism == 1)
+        SET(root, "_dd.p.ksr", knuth_rate(t->pool, d.rate), 0);
     /* The decision maker is propagated only with a keep, as Datadog tracers do. */
     if (d.priority > 0)
         SET(root, "_dd.p.dm", d.mechanism == 3 ? "-3" : d.mechanism == 1 ? "-1" : "-0", 2);
@@ -301,13 +367,15 @@ void dd_trace_inject_input(const dd_trace_t *t, const char *tracestate, dd_injec
     out->tracestate = tracestate;
 }
 
-void dd_trace_finish(dd_trace_t *t, int64_t end_ns, int status, const char *status_line,
+void dd_trace_finish(dd_trace_t *t, int64_t end_mono_ns, int status, const char *status_line,
                      const char *error_notes)
 {
     dd_span_t *s = t->server;
     const char *code = apr_itoa(t->pool, status);
+    int64_t end_ns;
 
-    s->duration = end_ns > s->start ? end_ns - s->start : 0;
+    s->duration = end_mono_ns > t->start_mono_ns ? end_mono_ns - t->start_mono_ns : 0;
+    end_ns = s->start + s->duration; /* on the epoch, as the gateway's start is */
     SET(s, "http.status_code", code, 0);
     if (t->error_statuses ? dd_status_set_has(t->error_statuses, status)
                           : status >= 500 && status <= 599) {

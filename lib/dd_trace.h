@@ -21,25 +21,32 @@
 
 /* What the configuration says, resolved (directive, else environment, else default). */
 typedef struct {
-    const char *service;            /* never NULL */
-    const char *env;                /* may be NULL */
-    const char *version;            /* may be NULL */
-    const apr_array_header_t *tags; /* dd_meta_t from DDTag / DD_TAGS, may be NULL */
-    int user_tag;                   /* DDInferredProxyUserTag */
-    int trace_id_128;               /* generate 128-bit trace ids */
-    const dd_rules_t *rules;        /* sampling rules incl. the DDSampleRate catch-all, or NULL */
+    const char *service;     /* never NULL */
+    const char *env;         /* DDEnv / DD_ENV (or DD_TAGS' env:), may be NULL */
+    const char *version;     /* DDVersion / DD_VERSION (or DD_TAGS' version:), may be NULL */
+    int user_tag;            /* DDInferredProxyUserTag */
+    int trace_id_128;        /* generate 128-bit trace ids */
+    const dd_rules_t *rules; /* sampling rules incl. the DDSampleRate catch-all, or NULL */
     /* Server error statuses (DDTraceServerErrorStatuses): NULL = 500-599. */
     const dd_status_set_t *error_statuses;
+    /* The process's runtime tags on every span, as dd-trace-cpp (httpd-datadog) sends them:
+     * meta runtime-id and language, metric process_id. NULL / 0: not sent. */
+    const char *runtime_id; /* dd_runtime_id() of this child process */
+    long pid;
 } dd_trace_conf_t;
+
+/* A runtime id for this process: a random UUID (version 4), 36 characters and a NUL. */
+void dd_runtime_id(char out[37]);
 
 /* The facts about the request httpd read. */
 typedef struct {
-    int64_t start_ns; /* r->request_time, ns */
-    const char *method;
+    int64_t start_ns;       /* r->request_time, ns since the epoch (the spans' start) */
+    int64_t start_mono_ns;  /* the same instant on the monotonic clock (dd_mono_ns) */
+    const char *method;     /* NULL (with path) when httpd could not read the request line */
     const char *scheme;     /* "http" or "https" */
     const char *host;       /* Host header's name, else ServerName */
     unsigned port;          /* 0 or the default port: not shown in http.url */
-    const char *path;       /* without query string */
+    const char *path;       /* without query string; NULL when unknown */
     const char *user_agent; /* may be NULL */
     const char *client_ip;  /* may be NULL */
     /* Tracer features (DDTraceClientIP, DDTraceQueryString, DDTraceHeaderTags): */
@@ -54,6 +61,7 @@ typedef struct {
     dd_span_t *inferred; /* NULL when no gateway */
     dd_span_t *server;
     dd_context_t parent;                   /* the inbound context (trace_id_low == 0: none) */
+    int64_t start_mono_ns;                 /* the server span's start on the monotonic clock */
     int priority;                          /* decided sampling priority */
     const dd_status_set_t *error_statuses; /* conf->error_statuses */
 } dd_trace_t;
@@ -62,20 +70,32 @@ typedef struct {
 dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_request_info_t *req,
                            const dd_gateway_t *gw, const dd_context_t *parent);
 
+/* Adds the configured tags (DDTag over DD_TAGS, merged at configuration) to both spans, once
+ * per trace, before the sampling decision (rules may match them). Tags the module sets itself
+ * win: DDEnv/DD_ENV over a tag "env" (and version likewise), http.url, span.kind ... are never
+ * replaced; a tag "env" is the trace's env when neither DDEnv nor DD_ENV is set. Time linear
+ * in the number of tags. */
+void dd_trace_apply_tags(dd_trace_t *t, const dd_tagset_t *tags);
+
 /* Makes the sampling decision for the local root and records it there (CONTRACT §5): an
  * inbound priority is kept as is; else conf->rules (a keep must pass the limiter), else the
- * agent's rate for the root's service and env, else 1.0. limiter and rates may be NULL. */
+ * agent's rate for the root's service and env (the env the root shows), else 1.0. limiter and rates
+ * may be NULL. now_mono_ns is the monotonic clock (dd_mono_ns): the limiter must not see clock
+ * steps. */
 void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *limiter,
-                     dd_rates_t *rates, int64_t now_ns);
+                     dd_rates_t *rates, int64_t now_mono_ns);
 
 /* What to inject downstream: this trace with the server span as the parent. tracestate is the
  * inbound one's other members (may be NULL). */
 void dd_trace_inject_input(const dd_trace_t *t, const char *tracestate, dd_inject_t *out);
 
-/* Ends the trace at end_ns with the final HTTP status. status_line and error_notes may be
- * NULL; the error message is error_notes when given, else the status line. The status is an
- * error when it is in conf->error_statuses (500-599 without one). */
-void dd_trace_finish(dd_trace_t *t, int64_t end_ns, int status, const char *status_line,
+/* Ends the trace at end_mono_ns (the monotonic clock, like req->start_mono_ns: durations are
+ * monotonic differences, so a wall-clock step never makes one negative or an hour long) with
+ * the final HTTP status. The inferred span ends with the server span (its start + duration).
+ * status_line and error_notes may be NULL; the error message is error_notes when given, else
+ * the status line. The status is an error when it is in conf->error_statuses (500-599 without
+ * one). */
+void dd_trace_finish(dd_trace_t *t, int64_t end_mono_ns, int status, const char *status_line,
                      const char *error_notes);
 
 /* Encodes the trace's spans as one chunk (see dd_encode_chunk). */

@@ -22,9 +22,12 @@ static inline uint64_t dd_load32(const void *p)
     return x;
 }
 
-/* Wall clock, ns since the Unix epoch. */
+/* Wall clock, ns since the Unix epoch: for timestamps only (span starts). It may step back or
+ * forward at any time (NTP, an operator), so never for a duration or a rate. */
 int64_t dd_now_ns(void);
-/* Monotonic clock, ms (for deadlines and intervals). */
+/* Monotonic clock (CLOCK_MONOTONIC: never steps; the same in every process of the machine),
+ * ns and ms: for durations, deadlines, intervals and the rate limiter. */
+int64_t dd_mono_ns(void);
 int64_t dd_mono_ms(void);
 
 /* A random 64-bit id that is never 0. Thread-safe, lock-free (per-thread state seeded once

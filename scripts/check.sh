@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of mod_dd_proxy:
+#   0. the build's own checks (tests/build/test_build.sh);
 #   1. the C unit tests under ThreadSanitizer (queue, flusher, rates, sampler: the threaded parts);
 #   2. every libFuzzer target for a bounded time (FUZZ_SECONDS each, default 20);
 #   3. the unit tests and the whole integration suite with the module built under
@@ -13,17 +14,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 bash scripts/deps.sh
+bash scripts/peers.sh # the Node.js peers: dd-trace-js and the X-Ray SDK (npm ci)
 
 copy_tree() { # copy the sources (tracked and new, not ignored) into $1
     rm -rf "$1" && mkdir -p "$1"
     git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$1"
 }
 
-configure_in() { # dir, extra configure args...
+configure_in() { # dir, extra configure args... (-Werror always: the copies are no git checkout)
     local dir=$1
     shift
-    (cd "$dir" && autoreconf -fi >/dev/null 2>&1 && ./configure -q "$@")
+    (cd "$dir" && autoreconf -fi >/dev/null 2>&1 && ./configure -q --enable-werror "$@")
 }
+
+echo "== build checks (-Werror switch, debian/rules, msgpack-c module name, atomics)"
+bash tests/build/test_build.sh
 
 echo "== unit tests under ThreadSanitizer"
 copy_tree "$ROOT/build-tsan"
@@ -40,13 +45,17 @@ bash fuzz/run.sh "${FUZZ_SECONDS:-20}"
 
 echo "== unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 copy_tree "$ROOT/build-asan"
+# the peer tests' installed packages (ignored by git, so not copied)
+for d in "$ROOT"/tests/peers/*/node_modules; do
+    [ -d "$d" ] && ln -s "$d" "$ROOT/build-asan/tests/peers/$(basename "$(dirname "$d")")/"
+done
 configure_in "$ROOT/build-asan" --enable-sanitizer=address,undefined
 make -C "$ROOT/build-asan" -s -j2
 make -C "$ROOT/build-asan" -s -j2 check
 
 echo "== plain build"
 autoreconf -fi >/dev/null 2>&1
-./configure -q
+./configure -q --enable-werror
 make -s -j2
 
 echo "== request path under valgrind memcheck"

@@ -3,6 +3,7 @@
 Threaded stdlib server on 127.0.0.1:<random>. It records every request (method, path, headers
 exactly as received, body) and answers:
   /status/<n>[/...]   status n with body "status <n>\n" (no body for 1xx/204/304)
+  /delay/<ms>[/...]   200 "backend ok\n" after ms milliseconds
   anything else       200 "backend ok\n"
 Responses are deterministic (apart from Date/Server), so two httpds proxying to it can be
 compared byte for byte.
@@ -14,6 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _STATUS_RE = re.compile(r"^/+status/(\d{3})(?:/|$)")
+_DELAY_RE = re.compile(r"^/+delay/(\d{1,5})(?:/|$)")
 
 
 class BackendRequest:
@@ -53,6 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(n) if n else b""
         backend._record(BackendRequest(self.command, self.path, self.headers, body))
         path = self.path.split("?", 1)[0]
+        d = _DELAY_RE.match(path)
+        if d:
+            time.sleep(int(d.group(1)) / 1000.0)
         m = _STATUS_RE.match(path)
         status = int(m.group(1)) if m else 200
         payload = f"status {status}\n".encode() if m else b"backend ok\n"

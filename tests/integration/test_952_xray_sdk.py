@@ -1,6 +1,6 @@
 """test_952_xray_sdk.py - issue 17 item 5: the official AWS X-Ray SDK for Node.js (npm
 aws-xray-sdk-core + aws-xray-sdk-express 3.12.0, pinned in tests/peers/xray-sdk/package-lock.json,
-installed by tests/peers/xray-sdk/install.sh from scripts/deps.sh) as the reference.
+installed by scripts/peers.sh) as the reference.
 
 1. The same requests go to httpd (proxying to the Python backend) and to the SDK's Express app;
    both send their segments to one fake daemon, and the segments are compared field by field:
@@ -37,7 +37,7 @@ def _peer_missing():
         return "node is not installed"
     for mod in ("aws-xray-sdk-core", "aws-xray-sdk-express", "express"):
         if not os.path.isdir(os.path.join(PEER, "node_modules", mod)):
-            return f"{mod} is not installed: run tests/peers/xray-sdk/install.sh (npm ci)"
+            return f"{mod} is not installed: run scripts/peers.sh (npm ci)"
     return None
 
 

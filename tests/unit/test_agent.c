@@ -25,6 +25,10 @@
 #include "dd_agent.h"
 #include "unit.h"
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 static apr_pool_t *pool;
 
 /* --- URL parsing ----------------------------------------------------------------------------- */
@@ -813,6 +817,52 @@ static void test_send_unix(void)
     unlink(path);
 }
 
+/* Whether fd is a socket whose local port is port (the test server's side of a connection). */
+static int local_port_is(int fd, int port)
+{
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+    return getsockname(fd, (struct sockaddr *)&sin, &len) == 0 && sin.sin_family == AF_INET &&
+           ntohs(sin.sin_port) == port;
+}
+
+/* Every descriptor the client made (its connection, libcurl's own socket pair) is close-on-exec
+ * once it has sent, so a CGI forked and exec'd by httpd inherits none (issue 18 item 3). */
+static void test_descriptors_close_on_exec(void)
+{
+    enum { N = 1024 };
+    static unsigned char inherited_before[N];
+    server_t s;
+    int port = 0, leaks = 0;
+    char url[64], host[32];
+    dd_agent_t *a;
+
+    CHECK(server_start(&s, NULL, &port) == 0);
+    for (int fd = 0; fd < N; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+        inherited_before[fd] = fl != -1 && !(fl & FD_CLOEXEC);
+    }
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+    snprintf(host, sizeof(host), "127.0.0.1:%d", port);
+    a = client_for(url, NULL);
+    CHECK(a != NULL);
+    if (a) {
+        server_answer(&s, 200, rates_json, strlen(rates_json));
+        check_send(&s, a, 100, 1, host, NULL); /* the connection stays open after it */
+        for (int fd = 3; fd < N; fd++) {
+            int fl = fcntl(fd, F_GETFD);
+            if (fl != -1 && !(fl & FD_CLOEXEC) && !inherited_before[fd] &&
+                !local_port_is(fd, port)) {
+                fprintf(stderr, "descriptor %d is not close-on-exec\n", fd);
+                leaks++;
+            }
+        }
+        CHECK(leaks == 0);
+        dd_agent_destroy(a);
+    }
+    server_stop(&s);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -828,6 +878,7 @@ int main(void)
     test_send_tcp();
     test_send_refused();
     test_send_unix();
+    test_descriptors_close_on_exec();
 
     apr_pool_destroy(pool);
     apr_terminate();

@@ -103,6 +103,79 @@ static void test_two_spans(void)
     free(out);
 }
 
+/* span_links as span.proto has them: two links, one with every optional field, one without. */
+static void test_span_links(void)
+{
+    dd_span_t *a = dd_span_create(pool);
+    apr_array_header_t *links = apr_array_make(pool, 2, sizeof(dd_span_link_t));
+    apr_array_header_t *attrs = apr_array_make(pool, 2, sizeof(dd_meta_t));
+    dd_span_link_t *l;
+    char *out;
+    size_t len, off = 0;
+    msgpack_unpacked u;
+
+    a->trace_id = 1;
+    a->span_id = 2;
+    a->name = "httpd.request";
+    *(dd_meta_t *)apr_array_push(attrs) = (dd_meta_t){"reason", "terminated_context", 6, 18};
+    *(dd_meta_t *)apr_array_push(attrs) = (dd_meta_t){"context_headers", "tracecontext", 0, 0};
+    l = apr_array_push(links);
+    *l = (dd_span_link_t){0xa3ce929d0e0e4736ULL,
+                          0x4bf92f3577b34da6ULL,
+                          0xFFFFFFFFFFFFFFFFULL,
+                          "dd=s:2,foo=bar",
+                          1,
+                          attrs};
+    l = apr_array_push(links);
+    *l = (dd_span_link_t){9, 0, 10, NULL, -1, NULL};
+    a->links = links;
+
+    dd_span_t *spans[] = {a};
+    CHECK(dd_encode_chunk(spans, 1, &out, &len) == 0);
+    msgpack_unpacked_init(&u);
+    CHECK(msgpack_unpack_next(&u, out, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len);
+    const msgpack_object *s0 =
+        u.data.type == MSGPACK_OBJECT_ARRAY ? &u.data.via.array.ptr[0] : NULL;
+    CHECK(s0 && s0->via.map.size == 13);
+    const msgpack_object *sl = s0 ? map_get(s0, "span_links") : NULL;
+    CHECK(sl && sl->type == MSGPACK_OBJECT_ARRAY && sl->via.array.size == 2);
+    if (sl && sl->type == MSGPACK_OBJECT_ARRAY && sl->via.array.size == 2) {
+        const msgpack_object *l0 = &sl->via.array.ptr[0], *l1 = &sl->via.array.ptr[1], *o;
+        CHECK(l0->type == MSGPACK_OBJECT_MAP && l0->via.map.size == 6);
+        o = map_get(l0, "trace_id");
+        CHECK(o && o->via.u64 == 0xa3ce929d0e0e4736ULL);
+        o = map_get(l0, "trace_id_high");
+        CHECK(o && o->via.u64 == 0x4bf92f3577b34da6ULL);
+        o = map_get(l0, "span_id");
+        CHECK(o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+              o->via.u64 == 0xFFFFFFFFFFFFFFFFULL);
+        CHECK(str_is(map_get(l0, "tracestate"), "dd=s:2,foo=bar"));
+        o = map_get(l0, "flags");
+        CHECK(o && o->via.u64 == 0x80000001ULL); /* bit 31: "flags are set" */
+        o = map_get(l0, "attributes");
+        CHECK(o && o->type == MSGPACK_OBJECT_MAP && o->via.map.size == 2);
+        CHECK(o && str_is(map_get(o, "reason"), "terminated_context"));
+        CHECK(o && str_is(map_get(o, "context_headers"), "tracecontext"));
+        CHECK(l1->type == MSGPACK_OBJECT_MAP && l1->via.map.size == 3);
+        o = map_get(l1, "trace_id_high");
+        CHECK(o && o->via.u64 == 0);
+        CHECK(map_get(l1, "flags") == NULL && map_get(l1, "tracestate") == NULL &&
+              map_get(l1, "attributes") == NULL);
+    }
+    msgpack_unpacked_destroy(&u);
+    free(out);
+
+    /* an empty list is not sent */
+    a->links = apr_array_make(pool, 1, sizeof(dd_span_link_t));
+    CHECK(dd_encode_chunk(spans, 1, &out, &len) == 0);
+    msgpack_unpacked_init(&u);
+    off = 0;
+    CHECK(msgpack_unpack_next(&u, out, len, &off) == MSGPACK_UNPACK_SUCCESS);
+    CHECK(u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.ptr[0].via.map.size == 12);
+    msgpack_unpacked_destroy(&u);
+    free(out);
+}
+
 static void test_big_chunk(void)
 {
     /* Bigger than the on-stack buffer: the heap path must give the same bytes. */
@@ -232,8 +305,8 @@ static uint64_t rnd(void)
  * every control character, DEL, UTF-8 and raw high bytes, placed at every offset of a word. */
 static const char *rnd_str(void)
 {
-    static const size_t lens[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64,
-                                  255, 256, 257, 1000, 65535, 65536, 70000};
+    static const size_t lens[] = {0,  1,  7,  8,   9,   15,  16,   17,    31,    32,
+                                  33, 63, 64, 255, 256, 257, 1000, 65535, 65536, 70000};
     size_t n = rnd() % 8 == 0 ? lens[rnd() % (sizeof(lens) / sizeof(lens[0]))] : rnd() % 48;
     unsigned kind = (unsigned)(rnd() % 4);
     char *s = apr_palloc(pool, n + 1);
@@ -324,6 +397,7 @@ int main(void)
     apr_initialize();
     apr_pool_create(&pool, NULL);
     test_two_spans();
+    test_span_links();
     test_big_chunk();
     test_control_characters();
     test_array_header();

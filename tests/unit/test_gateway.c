@@ -66,6 +66,43 @@ static void test_full_rest(void)
     CHECK_STR(dd_gateway_component(gw.kind), "aws-apigateway");
 }
 
+/* A path without its leading "/" (APIM's UrlTemplate "carts/{id}/items") gets one, as
+ * dd-trace-js gives it; the resource path is taken as sent (dd-trace-js too). */
+static void test_path_without_slash(void)
+{
+    const char *kv[] = {"x-dd-proxy",
+                        "azure-apim",
+                        "x-dd-proxy-request-time-ms",
+                        "1736973768000",
+                        "x-dd-proxy-path",
+                        "carts/{id}/items",
+                        "x-dd-proxy-resource-path",
+                        "carts/{id}",
+                        NULL};
+    const char *quoted[] = {"x-dd-proxy",
+                            "aws-apigateway",
+                            "x-dd-proxy-request-time-ms",
+                            "1736973768000",
+                            "x-dd-proxy-path",
+                            "'a'",
+                            NULL};
+    const char *slash[] = {"x-dd-proxy",
+                           "aws-apigateway",
+                           "x-dd-proxy-request-time-ms",
+                           "1736973768000",
+                           "x-dd-proxy-path",
+                           "/",
+                           NULL};
+    dd_gateway_t gw;
+    CHECK(parse(kv, &gw) == DD_GW_OK);
+    CHECK_STR(gw.path, "/carts/{id}/items");
+    CHECK_STR(gw.resource_path, "carts/{id}");
+    CHECK(parse(quoted, &gw) == DD_GW_OK);
+    CHECK_STR(gw.path, "/a");
+    CHECK(parse(slash, &gw) == DD_GW_OK);
+    CHECK_STR(gw.path, "/");
+}
+
 static void test_kinds_and_quotes(void)
 {
     dd_gateway_t gw;
@@ -275,6 +312,7 @@ int main(void)
     apr_initialize();
     apr_pool_create(&pool, NULL);
     test_full_rest();
+    test_path_without_slash();
     test_kinds_and_quotes();
     test_rejections();
     test_caps();

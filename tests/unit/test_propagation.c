@@ -664,6 +664,150 @@ static void test_extract_order(void)
     CHECK_STR(x.tracestate, NULL);
 }
 
+/* ---- W3C re-parenting and span links (dd-trace-js's rules) ----------------------------- */
+
+static const char *link_attr(const dd_span_link_t *l, const char *key)
+{
+    const dd_meta_t *m = (const dd_meta_t *)l->attributes->elts;
+    for (int i = 0; i < l->attributes->nelts; i++)
+        if (strcmp(m[i].key, key) == 0)
+            return m[i].value;
+    return NULL;
+}
+
+static void test_reparenting(void)
+{
+    dd_extracted_t x;
+    dd_styles_t st;
+    /* the same 128-bit trace; datadog's parent 8, traceparent's 00f067aa0ba902b7, p: bb */
+    apr_table_t *h = hdrs("x-datadog-trace-id", "11803532876627986230", "x-datadog-parent-id", "8",
+                          "x-datadog-sampling-priority", "2", "x-datadog-tags",
+                          "_dd.p.tid=4bf92f3577b34da6,_dd.p.dm=-4", "traceparent",
+                          "00-" TP_TRACE "-" TP_SPAN "-01", "tracestate",
+                          "dd=s:2;p:00000000000000bb;t.dm:-4,foo=bar", NULL);
+    dd_styles_default(&st);
+    CHECK(dd_extract(pool, h, &st, &x) && x.style == DD_STYLE_DATADOG);
+    CHECK_U64(x.ctx.trace_id_high, 0x4bf92f3577b34da6ULL);
+    CHECK_U64(x.ctx.parent_id, 0x00f067aa0ba902b7ULL); /* traceparent's parent wins */
+    CHECK_STR(x.w3c_parent, "00000000000000bb");       /* tracestate p: */
+    CHECK(x.ctx.priority == 2);
+    CHECK_STR(x.tracestate, "foo=bar");
+    CHECK(x.links == NULL);
+
+    /* no p: in tracestate: the datadog parent becomes _dd.parent_id (16 hex) */
+    apr_table_set(h, "tracestate", "dd=s:2;t.dm:-4,foo=bar");
+    CHECK(dd_extract(pool, h, &st, &x));
+    CHECK_U64(x.ctx.parent_id, 0x00f067aa0ba902b7ULL);
+    CHECK_STR(x.w3c_parent, "0000000000000008");
+    apr_table_unset(h, "tracestate");
+    CHECK(dd_extract(pool, h, &st, &x));
+    CHECK_STR(x.w3c_parent, "0000000000000008");
+    CHECK_STR(x.tracestate, NULL);
+
+    /* the same parent in both: nothing to re-parent */
+    apr_table_set(h, "x-datadog-parent-id", "67667974448284343"); /* 0x00f067aa0ba902b7 */
+    CHECK(dd_extract(pool, h, &st, &x));
+    CHECK_U64(x.ctx.parent_id, 0x00f067aa0ba902b7ULL);
+    CHECK_STR(x.w3c_parent, NULL);
+
+    /* no datadog priority: the W3C one (and its decision maker) is taken */
+    h = hdrs("x-datadog-trace-id", "11803532876627986230", "x-datadog-parent-id", "8",
+             "x-datadog-tags", "_dd.p.tid=4bf92f3577b34da6", "traceparent",
+             "00-" TP_TRACE "-" TP_SPAN "-01", "tracestate", "dd=s:2;t.dm:-3", NULL);
+    CHECK(dd_extract(pool, h, &st, &x));
+    CHECK(x.ctx.priority == 2);
+    CHECK_STR(tag(&x, "_dd.p.dm"), "-3");
+
+    /* tracecontext first: its own p: is _dd.parent_id, datadog changes nothing */
+    CHECK(dd_styles_parse(pool, "tracecontext datadog", &st, NULL) == 0);
+    apr_table_set(h, "tracestate", "dd=s:1;p:00000000000000cc");
+    CHECK(dd_extract(pool, h, &st, &x) && x.style == DD_STYLE_TRACECONTEXT);
+    CHECK_U64(x.ctx.parent_id, 0x00f067aa0ba902b7ULL);
+    CHECK_STR(x.w3c_parent, "00000000000000cc");
+    CHECK(x.links == NULL);
+
+    /* b3multi first, tracecontext second, datadog not configured: the datadog headers still
+     * give _dd.parent_id (dd-trace-js reads them for this) */
+    CHECK(dd_styles_parse(pool, "b3multi tracecontext", &st, NULL) == 0);
+    h = hdrs("x-b3-traceid", TP_TRACE, "x-b3-spanid", "0000000000000009", "x-b3-sampled", "1",
+             "x-datadog-trace-id", "11803532876627986230", "x-datadog-parent-id", "10",
+             "traceparent", "00-" TP_TRACE "-" TP_SPAN "-01", NULL);
+    CHECK(dd_extract(pool, h, &st, &x) && x.style == DD_STYLE_B3MULTI);
+    CHECK_U64(x.ctx.parent_id, 0x00f067aa0ba902b7ULL);
+    CHECK_STR(x.w3c_parent, "000000000000000a");
+    apr_table_unset(h, "x-datadog-parent-id");
+    CHECK(dd_extract(pool, h, &st, &x));
+    CHECK_U64(x.ctx.parent_id, 0x00f067aa0ba902b7ULL);
+    CHECK_STR(x.w3c_parent, NULL);
+}
+
+static void test_span_links(void)
+{
+    dd_extracted_t x;
+    dd_styles_t st;
+    const dd_span_link_t *l;
+    /* three traces: datadog 7/8 (kept), traceparent TP, b3 9/10 */
+    apr_table_t *h =
+        hdrs("x-datadog-trace-id", "7", "x-datadog-parent-id", "8", "x-datadog-sampling-priority",
+             "1", "traceparent", "00-" TP_TRACE "-" TP_SPAN "-01", "tracestate",
+             "dd=s:2;p:00000000000000bb,foo=bar", "x-b3-traceid", "0000000000000009", "x-b3-spanid",
+             "000000000000000a", NULL);
+    CHECK(dd_styles_parse(pool, "datadog tracecontext b3multi", &st, NULL) == 0);
+    CHECK(dd_extract(pool, h, &st, &x) && x.style == DD_STYLE_DATADOG);
+    CHECK_U64(x.ctx.trace_id_low, 7);
+    CHECK_U64(x.ctx.parent_id, 8);
+    CHECK(x.ctx.priority == 1);
+    CHECK_STR(x.w3c_parent, NULL);
+    CHECK_STR(x.tracestate, NULL); /* another trace's tracestate does not continue */
+    CHECK(x.links && x.links->nelts == 2);
+    if (!x.links || x.links->nelts != 2)
+        return;
+    l = (const dd_span_link_t *)x.links->elts;
+    CHECK_U64(l[0].trace_id, 0xa3ce929d0e0e4736ULL);
+    CHECK_U64(l[0].trace_id_high, 0x4bf92f3577b34da6ULL);
+    CHECK_U64(l[0].span_id, 0x00f067aa0ba902b7ULL);
+    CHECK(l[0].flags == 1);
+    CHECK_STR(l[0].tracestate, "dd=s:2;p:00000000000000bb,foo=bar");
+    CHECK_STR(link_attr(&l[0], "reason"), "terminated_context");
+    CHECK_STR(link_attr(&l[0], "context_headers"), "tracecontext");
+    CHECK(l[0].attributes->nelts == 2);
+    CHECK_U64(l[1].trace_id, 9);
+    CHECK_U64(l[1].trace_id_high, 0);
+    CHECK_U64(l[1].span_id, 10);
+    CHECK(l[1].flags == -1); /* b3 without x-b3-sampled: no decision, no flags */
+    CHECK_STR(l[1].tracestate, NULL);
+    CHECK_STR(link_attr(&l[1], "context_headers"), "b3multi");
+
+    /* a dropped or user-rejected context: flags 0, or none for a negative priority */
+    apr_table_set(h, "traceparent", "00-" TP_TRACE "-" TP_SPAN "-00");
+    apr_table_set(h, "tracestate", "dd=s:-1");
+    apr_table_set(h, "x-b3-sampled", "0");
+    CHECK(dd_extract(pool, h, &st, &x) && x.links && x.links->nelts == 2);
+    l = (const dd_span_link_t *)x.links->elts;
+    CHECK(l[0].flags == -1);
+    CHECK(l[1].flags == 0);
+
+    /* a tracestate that is not clean text is not copied into the link */
+    apr_table_set(h, "tracestate", "dd=s:0,foo=\x01");
+    CHECK(dd_extract(pool, h, &st, &x) && x.links && x.links->nelts == 2);
+    l = (const dd_span_link_t *)x.links->elts;
+    CHECK_STR(l[0].tracestate, NULL);
+
+    /* a 64-bit datadog id and a 128-bit traceparent with the same low half are two traces for
+     * dd-trace-js (a link), yet the other vendors' tracestate members continue */
+    h = hdrs("x-datadog-trace-id", "11803532876627986230", "x-datadog-parent-id", "8",
+             "traceparent", "00-" TP_TRACE "-" TP_SPAN "-01", "tracestate", "dd=s:1,foo=bar", NULL);
+    dd_styles_default(&st);
+    CHECK(dd_extract(pool, h, &st, &x));
+    CHECK_U64(x.ctx.parent_id, 8);
+    CHECK_STR(x.tracestate, "foo=bar");
+    CHECK(x.links && x.links->nelts == 1);
+
+    /* a single style, or malformed other headers: no links */
+    h = hdrs("x-datadog-trace-id", "7", "x-datadog-parent-id", "8", "traceparent", "garbage", NULL);
+    CHECK(dd_extract(pool, h, &st, &x) && x.links == NULL);
+}
+
 /* ---- dd_styles_parse ------------------------------------------------------------------- */
 
 static void test_styles(void)
@@ -1018,6 +1162,8 @@ int main(void)
     test_b3();
     test_xray();
     test_extract_order();
+    test_reparenting();
+    test_span_links();
     test_styles();
     test_inject_datadog();
     test_inject_tracecontext();

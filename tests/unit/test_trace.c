@@ -3,25 +3,32 @@
 #include "dd_trace.h"
 
 #include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <apr_general.h>
 #include <apr_strings.h>
 
 static apr_pool_t *pool;
 
+static const dd_tagset_t *team_tags(void)
+{
+    static dd_tagset_t *tags;
+    if (!tags) {
+        tags = dd_tagset_make(pool);
+        dd_tagset_put(tags, "team", "edge");
+    }
+    return tags;
+}
+
 static dd_trace_conf_t conf(void)
 {
-    static apr_array_header_t *tags;
     dd_trace_conf_t c = {0};
-    if (!tags) {
-        tags = apr_array_make(pool, 1, sizeof(dd_meta_t));
-        dd_meta_t *m = apr_array_push(tags);
-        m->key = "team";
-        m->value = "edge";
+    {
     }
     c.service = "httpd-svc";
     c.env = "prod";
     c.version = "1.2";
-    c.tags = tags;
     c.trace_id_128 = 1;
     return c;
 }
@@ -30,6 +37,7 @@ static dd_request_info_t request(void)
 {
     dd_request_info_t r = {0};
     r.start_ns = 1736973768500000000LL;
+    r.start_mono_ns = r.start_ns; /* the tests' monotonic clock reads the epoch */
     r.method = "GET";
     r.scheme = "http";
     r.host = "api.internal";
@@ -63,6 +71,7 @@ static void test_server_only(void)
     dd_request_info_t r = request();
     dd_trace_t *t = dd_trace_start(pool, &c, &r, NULL, NULL);
     dd_span_t *s = t->server;
+    dd_trace_apply_tags(t, team_tags());
     CHECK(t->inferred == NULL);
     CHECK(dd_trace_root(t) == s);
     CHECK_STR(s->name, "httpd.request");
@@ -191,6 +200,72 @@ static void test_gateway_spans(void)
     CHECK(t->inferred->duration == 10 && t->inferred->error == 0);
 }
 
+/* Unified service tagging as the tracers do it: version only on spans of the configured
+ * service; _dd.base_service (lowercased) on the gateway's. */
+static void test_version_and_base_service(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    dd_trace_t *t;
+
+    c.service = "Httpd-Svc";
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "version") == NULL);
+    CHECK_STR(dd_span_get_meta(t->inferred, "env"), "prod");
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.base_service"), "httpd-svc");
+    CHECK_STR(dd_span_get_meta(t->server, "version"), "1.2");
+    CHECK(dd_span_get_meta(t->server, "_dd.base_service") == NULL);
+
+    /* no domain: the gateway span is the service's own, with its version */
+    g.domain = NULL;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK_STR(t->inferred->service, "Httpd-Svc");
+    CHECK_STR(dd_span_get_meta(t->inferred, "version"), "1.2");
+    CHECK(dd_span_get_meta(t->inferred, "_dd.base_service") == NULL);
+
+    /* a domain equal to the service but for case: no base service (the agent lowercases) */
+    g.domain = "httpd-svc";
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "_dd.base_service") == NULL);
+
+    /* no version configured: none anywhere */
+    c.version = NULL;
+    g = gateway(DD_GW_AZURE_APIM);
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->inferred, "version") == NULL);
+    CHECK(dd_span_get_meta(t->server, "version") == NULL);
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.base_service"), "httpd-svc");
+}
+
+/* runtime-id, language and process_id on both spans when configured, as dd-trace-cpp sends. */
+static void test_runtime_tags(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    char id[37], other[37];
+    dd_trace_t *t;
+    double v = 0;
+
+    dd_runtime_id(id);
+    dd_runtime_id(other);
+    CHECK(strlen(id) == 36 && id[8] == '-' && id[13] == '-' && id[14] == '4' && id[18] == '-' &&
+          strchr("89ab", id[19]) && id[23] == '-');
+    CHECK(strcmp(id, other) != 0);
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK(dd_span_get_meta(t->server, "runtime-id") == NULL);
+    CHECK(!dd_span_get_metric(t->inferred, "process_id", &v));
+    c.runtime_id = id;
+    c.pid = 4242;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    for (dd_span_t *s = t->server; s; s = s == t->server ? t->inferred : NULL) {
+        CHECK_STR(dd_span_get_meta(s, "runtime-id"), id);
+        CHECK_STR(dd_span_get_meta(s, "language"), "c");
+        CHECK(dd_span_get_metric(s, "process_id", &v) && v == 4242);
+    }
+}
+
 static void test_inbound_parent(void)
 {
     dd_trace_conf_t c = conf();
@@ -238,6 +313,7 @@ static void test_sampling_formula(void)
         double psr = 0;
         CHECK(dd_span_get_metric(t->server, "_dd.agent_psr", &psr) && psr == 0.5);
         CHECK_STR(dd_span_get_meta(t->server, "_dd.p.dm"), want ? "-1" : NULL);
+        CHECK_STR(dd_span_get_meta(t->server, "_dd.p.ksr"), "0.5"); /* keep or drop */
     }
     CHECK(kept > n * 4 / 10 && kept < n * 6 / 10);
     /* no rates at all: rate 1.0, default mechanism */
@@ -245,6 +321,7 @@ static void test_sampling_formula(void)
     dd_trace_sample(t, &c, NULL, NULL, 0);
     CHECK(t->priority == 1);
     CHECK_STR(dd_span_get_meta(t->server, "_dd.p.dm"), "-0");
+    CHECK(dd_span_get_meta(t->server, "_dd.p.ksr") == NULL); /* no rate was applied */
     dd_rates_destroy(rates);
 }
 
@@ -269,6 +346,8 @@ static void test_rules_at_the_gateway(void)
     CHECK(t->priority == 2);
     CHECK(dd_span_get_metric(t->inferred, "_dd.rule_psr", &v) && v == 1);
     CHECK_STR(dd_span_get_meta(t->inferred, "_dd.p.dm"), "-3");
+    CHECK_STR(dd_span_get_meta(t->inferred, "_dd.p.ksr"), "1");
+    CHECK(dd_span_get_meta(t->server, "_dd.p.ksr") == NULL);
     CHECK(!dd_span_get_metric(t->server, "_sampling_priority_v1", &v));
     /* without a gateway the httpd service's rule (rate 0) applies */
     t = dd_trace_start(pool, &c, &r, NULL, NULL);
@@ -276,6 +355,7 @@ static void test_rules_at_the_gateway(void)
     CHECK(t->priority == -1);
     CHECK(dd_span_get_metric(t->server, "_dd.rule_psr", &v) && v == 0);
     CHECK(dd_span_get_meta(t->server, "_dd.p.dm") == NULL);
+    CHECK_STR(dd_span_get_meta(t->server, "_dd.p.ksr"), "0");
 
     /* what goes downstream: ids, priority and the _dd.p.* tags, never _dd.p.tid */
     dd_inject_t in;
@@ -387,17 +467,232 @@ static void test_features(void)
     CHECK(dd_span_get_metric(t->server, "_dd.proxy.truncated", &cut) && cut == 1);
 }
 
+/* Durations and the limiter run on the monotonic clock; a wall-clock step either way between
+ * start and finish (or between two traces) changes neither (issue 16 item 1). */
+static void test_clock_steps(void)
+{
+    const int64_t ms = 1000000, hour = 3600LL * 1000 * ms, mono0 = 5000LL * 1000 * ms;
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    apr_pool_t *p;
+    dd_limiter_t *l;
+    dd_trace_t *t;
+
+    apr_pool_create(&p, pool);
+    c.rules = dd_rules_parse(p, "[{\"sample_rate\": 1}]", NULL);
+    l = dd_limiter_create(p, 10);
+    r.start_mono_ns = mono0;
+    t = dd_trace_start(p, &c, &r, &g, NULL);
+    dd_trace_finish(t, mono0 + 5 * ms, 200, NULL, NULL); /* the wall clock stepped: unused */
+    CHECK(t->server->start == r.start_ns);               /* starts stay on the epoch */
+    CHECK(t->server->duration == 5 * ms);
+    /* the gateway span ends with the server span, on the epoch: 500 ms before, 5 ms in */
+    CHECK(t->inferred->duration == 505 * ms);
+    CHECK(t->inferred->start + t->inferred->duration == t->server->start + t->server->duration);
+
+    dd_trace_finish(t, mono0 - ms, 200, NULL, NULL); /* a clock that ran backwards: 0, never < 0 */
+    CHECK(t->server->duration == 0 && t->inferred->duration == 500 * ms);
+
+    /* 10 rule keeps a second pass the limiter, whatever the wall clock says: the requests'
+     * wall starts jump an hour back and an hour forward while the monotonic clock runs on. */
+    for (int i = 0; i < 30; i++) {
+        int64_t mono = mono0 + (int64_t)i * 100 * ms;
+        r.start_ns = request().start_ns + (i < 10 ? 0 : i < 20 ? -hour : hour) + i * 100 * ms;
+        r.start_mono_ns = mono;
+        t = dd_trace_start(p, &c, &r, NULL, NULL);
+        dd_trace_sample(t, &c, l, NULL, mono);
+        CHECK(t->priority == 2);
+        dd_trace_finish(t, mono + 2 * ms, 200, NULL, NULL);
+        CHECK(t->server->duration == 2 * ms);
+    }
+    apr_pool_destroy(p);
+}
+
+/* Configured tags: duplicates (the later wins), merges (the deeper wins), the module's own tags
+ * and DDEnv winning over a tag of the same name, a tag "env" as the trace's env (and its
+ * sampling key) when no DDEnv is set (issue 16 item 6). */
+static void test_tag_precedence(void)
+{
+    apr_pool_t *p;
+    dd_tagset_t *server, *loc;
+    const dd_tagset_t *merged;
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_HTTPAPI);
+    dd_rates_t *rates = dd_rates_create();
+    const char *body = "{\"rate_by_service\":{\"service:gw.example,env:from-tag\":0,"
+                       "\"service:gw.example,env:prod\":1}}";
+    dd_trace_t *t;
+    int n;
+
+    apr_pool_create(&p, pool);
+    server = dd_tagset_make(p);
+    dd_tagset_put(server, "team", "a");
+    dd_tagset_put(server, "env", "from-tag");
+    dd_tagset_put(server, "owner", "x");
+    dd_tagset_put(server, "team", "b"); /* a repeated key: replaces, keeps its place */
+    CHECK_STR(dd_tagset_get(server, "team"), "b");
+    dd_tagset_items(server, &n);
+    CHECK(n == 3);
+    loc = dd_tagset_make(p);
+    dd_tagset_put(loc, "owner", "y");
+    dd_tagset_put(loc, "http.url", "spoofed");
+    dd_tagset_put(loc, "span.kind", "client");
+    dd_tagset_put(loc, "version", "tag-version");
+    merged = dd_tagset_merge(p, server, loc);
+    CHECK(dd_tagset_merge(p, server, NULL) == server && dd_tagset_merge(p, NULL, loc) == loc);
+    CHECK_STR(dd_tagset_get(merged, "owner"), "y");
+    CHECK_STR(dd_tagset_get(server, "owner"), "x"); /* the inputs are not changed */
+    dd_tagset_items(merged, &n);
+    CHECK(n == 6);
+
+    g.domain = "gw.example";
+    t = dd_trace_start(p, &c, &r, &g, NULL); /* DDEnv prod, DDVersion 1.2 */
+    dd_trace_apply_tags(t, merged);
+    for (dd_span_t *s = t->server; s; s = s == t->server ? t->inferred : NULL) {
+        CHECK_STR(dd_span_get_meta(s, "env"), "prod");
+        /* DDVersion belongs to the configured service's spans; the gateway span (another
+         * service) shows only what a configured tag says. */
+        CHECK_STR(dd_span_get_meta(s, "version"), s == t->server ? "1.2" : "tag-version");
+        CHECK_STR(dd_span_get_meta(s, "span.kind"), "server");
+        CHECK_STR(dd_span_get_meta(s, "team"), "b");
+        CHECK_STR(dd_span_get_meta(s, "owner"), "y");
+        const dd_meta_t *m = (const dd_meta_t *)s->meta->elts;
+        int envs = 0;
+        for (int i = 0; i < s->meta->nelts; i++)
+            envs += strcmp(m[i].key, "env") == 0;
+        CHECK(envs == 1); /* keys stay unique */
+    }
+    CHECK_STR(dd_span_get_meta(t->server, "http.url"), "http://api.internal:8080/api/users/123");
+    CHECK_STR(dd_span_get_meta(t->inferred, "http.url"), "https://gw.example/users/123");
+    CHECK(dd_rates_update_json(rates, body, strlen(body), NULL) == 0);
+    dd_trace_sample(t, &c, NULL, rates, 0);
+    CHECK(t->priority == 1); /* the agent's rate for env:prod, the env the spans show */
+
+    c.env = NULL; /* no DDEnv / DD_ENV: the tag is the env, for the spans and the rate key */
+    c.version = NULL;
+    t = dd_trace_start(p, &c, &r, &g, NULL);
+    dd_trace_apply_tags(t, merged);
+    CHECK_STR(dd_span_get_meta(t->inferred, "env"), "from-tag");
+    CHECK_STR(dd_span_get_meta(t->server, "version"), "tag-version");
+    dd_trace_sample(t, &c, NULL, rates, 0);
+    CHECK(t->priority == 0); /* rate 0 for env:from-tag */
+    dd_rates_destroy(rates);
+    apr_pool_destroy(p);
+}
+
+/* 100,000 configured tags, in two levels that overlap, applied to both spans of a request:
+ * with a search per tag this takes minutes (quadratic); linear, well under a second. The alarm
+ * turns "minutes" into a failure (issue 18 item 5). */
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "test_trace: 100,000 tags took over 20 s: tag handling is not "
+                              "linear in the number of tags\n";
+    if (write(2, msg, sizeof(msg) - 1) < 0)
+        _exit(2);
+    _exit(1);
+}
+
+static void test_many_tags_linear(void)
+{
+    enum { N = 100000 };
+    apr_pool_t *p;
+    dd_tagset_t *a, *b;
+    const dd_tagset_t *m;
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    dd_trace_t *t;
+    char *chunk = NULL;
+    size_t len = 0;
+
+    apr_pool_create(&p, pool);
+    signal(SIGALRM, on_alarm);
+    alarm(20);
+    a = dd_tagset_make(p);
+    b = dd_tagset_make(p);
+    for (int i = 0; i < N; i++) {
+        dd_tagset_put(a, apr_psprintf(p, "tag.%d", i), "server");
+        if (i % 2 == 0)
+            dd_tagset_put(b, apr_psprintf(p, "tag.%d", i), "location");
+        dd_tagset_put(a, apr_psprintf(p, "tag.%d", i / 2), "server-again"); /* duplicates */
+    }
+    m = dd_tagset_merge(p, a, b);
+    t = dd_trace_start(p, &c, &r, &g, NULL);
+    dd_trace_apply_tags(t, m);
+    dd_trace_sample(t, &c, NULL, NULL, 0);
+    dd_trace_finish(t, r.start_mono_ns + 1000, 500, NULL, NULL);
+    CHECK(dd_trace_encode(t, &chunk, &len) == 0 && len > (size_t)N * 10);
+    alarm(0);
+    CHECK_STR(dd_span_get_meta(t->server, "tag.2"), "location");
+    CHECK_STR(dd_span_get_meta(t->inferred, "tag.1"), "server-again");
+    CHECK_STR(dd_span_get_meta(t->server, "tag.99999"), "server");
+    CHECK(t->server->meta->nelts > N && t->inferred->meta->nelts > N);
+    CHECK_STR(dd_span_get_meta(t->server, "http.status_code"), "500");
+    free(chunk);
+    apr_pool_destroy(p);
+}
+
+/* IPv6 hosts keep (or get) their brackets in http.url (issue 18 item 4). */
+static void test_ipv6_urls(void)
+{
+    static const struct {
+        const char *host;
+        unsigned port;
+        const char *url;
+    } cases[] = {
+        {"::1", 8080, "http://[::1]:8080/p"},
+        {"2001:db8::7", 80, "http://[2001:db8::7]/p"},
+        {"[::1]", 8080, "http://[::1]:8080/p"},
+        {"fe80::1%eth0", 0, "http://[fe80::1%eth0]/p"},
+        {"10.0.0.1", 8080, "http://10.0.0.1:8080/p"},
+        {"example.com", 80, "http://example.com/p"},
+    };
+    static const struct {
+        const char *domain, *url;
+    } domains[] = {
+        {"2001:db8::1", "https://[2001:db8::1]/g"},
+        {"[2001:db8::1]:8443", "https://[2001:db8::1]:8443/g"},
+        {"api.example.com:8443", "https://api.example.com:8443/g"},
+    };
+    dd_trace_conf_t c = conf();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        dd_request_info_t r = request();
+        r.host = cases[i].host;
+        r.port = cases[i].port;
+        r.path = "/p";
+        CHECK_STR(dd_span_get_meta(dd_trace_start(pool, &c, &r, NULL, NULL)->server, "http.url"),
+                  cases[i].url);
+    }
+    for (size_t i = 0; i < sizeof(domains) / sizeof(domains[0]); i++) {
+        dd_request_info_t r = request();
+        dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+        g.domain = domains[i].domain;
+        g.path = "/g";
+        CHECK_STR(dd_span_get_meta(dd_trace_start(pool, &c, &r, &g, NULL)->inferred, "http.url"),
+                  domains[i].url);
+    }
+}
+
 int main(void)
 {
     apr_initialize();
     apr_pool_create(&pool, NULL);
     test_server_only();
     test_gateway_spans();
+    test_version_and_base_service();
+    test_runtime_tags();
     test_inbound_parent();
     test_sampling_formula();
     test_rules_at_the_gateway();
     test_clean_request();
     test_features();
+    test_clock_steps();
+    test_tag_precedence();
+    test_many_tags_linear();
+    test_ipv6_urls();
     apr_pool_destroy(pool);
     apr_terminate();
     UNIT_DONE();
