@@ -204,4 +204,6 @@ def test_the_sdk_behind_httpd_hangs_under_httpds_subsegment(h, node, daemon, inb
     if inbound:
         assert ours["trace_id"] == ROOT and ours["parent_id"] == PARENT
     assert ours["start_time"] <= sub["start_time"] <= theirs["start_time"]
-    assert theirs["end_time"] <= sub["end_time"] + 0.001 and sub["end_time"] <= ours["end_time"]
+    # The SDK ends its segment on the response's 'finish' event, which may come after httpd has
+    # read the response (and ended its subsegment) on a loaded machine: a bound, not an order.
+    assert theirs["end_time"] <= sub["end_time"] + 0.05 and sub["end_time"] <= ours["end_time"]
