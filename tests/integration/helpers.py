@@ -1,8 +1,13 @@
 """helpers.py - small things the test files share: unique markers, gateway headers, span lookup."""
 
 import json
+import os
 import time
 import uuid
+
+import pytest
+
+from httpd import default_mpm
 
 SERVER_SPAN = "httpd.request"
 GATEWAY_NAMES = {"aws-apigateway": "aws.apigateway", "aws-httpapi": "aws.httpapi",
@@ -163,3 +168,23 @@ def access_log_traced(h):
         if len(parts) == 3 and re.fullmatch(r"[0-9a-f]{32}", parts[1]):
             n += 1
     return n
+
+
+# --- which CI pass runs what -------------------------------------------------------------------
+# CI runs the suite four times (sanitized, then worker, prefork, event). Tests that depend on
+# the MPM (children, threads, reservoirs) run on every pass; the others (configuration, hostile
+# input, the Node.js peers, faults of a fake service) on fewer, to keep CI's time.
+
+def ci_pass():
+    return "sanitized" if os.environ.get("DD_PROXY_SANITIZE") else default_mpm()
+
+
+def only_on(*passes, why):
+    return pytest.mark.skipif(ci_pass() not in passes,
+                              reason=f"runs on the {'/'.join(passes)} pass only: {why}")
+
+
+NOT_MPM = only_on("event", "sanitized", why="does not depend on the MPM")
+PLAIN_MPMS = only_on("event", "worker", "prefork",
+                     why="timing across the MPM's children (the sanitized pass is too slow)")
+EVENT_ONLY = only_on("event", why="neither MPM- nor memory-specific; seconds of waiting")

@@ -6,8 +6,10 @@ import re
 
 import pytest
 
-from helpers import dump, one_chunk, server_span, unique_ua
+from helpers import NOT_MPM, dump, one_chunk, server_span, unique_ua
 from httpd import vhost
+
+pytestmark = NOT_MPM  # runs on the event and sanitized passes: it does not depend on the MPM
 
 
 @pytest.fixture(scope="module")

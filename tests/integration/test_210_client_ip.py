@@ -11,8 +11,10 @@
 
 import pytest
 
-from helpers import dump, one_chunk, server_span, unique_ua
+from helpers import NOT_MPM, dump, one_chunk, server_span, unique_ua
 from httpd import MODULES_DIR, vhost
+
+pytestmark = NOT_MPM  # runs on the event and sanitized passes: it does not depend on the MPM
 
 PUBLIC = "43.43.43.43"
 PUBLIC6 = "2001:4860:4860::8888"

@@ -3,8 +3,10 @@ by directives (README "Tracer features"); the environment variables are test_212
 
 import pytest
 
-from helpers import dump, one_chunk, server_span, unique_ua
+from helpers import NOT_MPM, dump, one_chunk, server_span, unique_ua
 from httpd import MODULES_DIR, vhost
+
+pytestmark = NOT_MPM  # runs on the event and sanitized passes: it does not depend on the MPM
 
 SECRET_QUERY = "key1=val1&password=hunter2&token=03cb9f67dbbc4cb8b966329951e10934&q=shoes"
 

@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from helpers import dump, one_chunk, server_span, unique_ua
+from helpers import NOT_MPM, dump, one_chunk, server_span, unique_ua
 from httpd import vhost
+
+pytestmark = NOT_MPM  # runs on the event and sanitized passes: it does not depend on the MPM
 
 
 def span_for(h, agent, path, port=None, headers=None, status=200):

@@ -18,8 +18,10 @@ import time
 
 import pytest
 
-from helpers import dump, one_chunk, server_span, unique_ua
+from helpers import NOT_MPM, dump, one_chunk, server_span, unique_ua
 from httpd import sanitizer_env
+
+pytestmark = NOT_MPM  # runs on the event and sanitized passes: it does not depend on the MPM
 
 HOUR_NS = 3600 * 10**9
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -15,8 +15,11 @@ import socket
 import pytest
 
 from conftest import running_agent
-from helpers import by_name, collect, dump, gateway_headers, one_chunk, server_span, unique_ua
+from helpers import (NOT_MPM, by_name, collect, dump, gateway_headers,
+                     one_chunk, server_span, unique_ua)
 from httpd import vhost
+
+pytestmark = NOT_MPM  # runs on the event and sanitized passes: it does not depend on the MPM
 
 TAGS = 3000
 TAGGED, NOENV = 1, 2

@@ -14,9 +14,11 @@ import json
 
 import pytest
 
-from helpers import dump, gateway_headers, one_chunk_where, unique_ua
+from helpers import NOT_MPM, dump, gateway_headers, one_chunk_where, unique_ua
 from httpd import vhost
 from peers import NodePeer, NodePeerError, node_unavailable
+
+pytestmark = NOT_MPM  # runs on the event and sanitized passes: it does not depend on the MPM
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 HIGH, LOW = int(TRACE[:16], 16), int(TRACE[16:], 16)

@@ -13,11 +13,12 @@ difference, or one that went away, fails the test."""
 
 import pytest
 
-from helpers import dump, gateway_headers, now_ms, one_chunk_where, unique_ua
+from helpers import NOT_MPM, dump, gateway_headers, now_ms, one_chunk_where, unique_ua
 from peers import NodePeer, NodePeerError, node_unavailable
 
-pytestmark = pytest.mark.skipif(node_unavailable() is not None,
-                                reason=f"Node peer unavailable: {node_unavailable()}")
+pytestmark = [NOT_MPM,  # the event and sanitized passes: it does not depend on the MPM
+              pytest.mark.skipif(node_unavailable() is not None,
+                                 reason=f"Node peer unavailable: {node_unavailable()}")]
 
 SERVICE = "peer-svc"
 ENV = "peer-env"

@@ -12,12 +12,13 @@ X-Ray is not a style dd-trace-js reads, so it is not in this list (test_600 cove
 
 import pytest
 
-from helpers import dump, gateway_headers, one_chunk_where, unique_ua
+from helpers import NOT_MPM, dump, gateway_headers, one_chunk_where, unique_ua
 from httpd import vhost
 from peers import NodePeer, NodePeerError, node_unavailable
 
-pytestmark = pytest.mark.skipif(node_unavailable() is not None,
-                                reason=f"Node peer unavailable: {node_unavailable()}")
+pytestmark = [NOT_MPM,  # the event and sanitized passes: it does not depend on the MPM
+              pytest.mark.skipif(node_unavailable() is not None,
+                                 reason=f"Node peer unavailable: {node_unavailable()}")]
 
 STYLES = {"datadog": "datadog", "tracecontext": "tracecontext", "b3multi": "b3multi",
           "default": None}

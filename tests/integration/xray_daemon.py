@@ -21,7 +21,6 @@ documents), recording every call in `api_calls`. Modes (`set_mode`):
 """
 
 import json
-import os
 import re
 import socket
 import threading
@@ -29,9 +28,7 @@ import time
 import unicodedata
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-
-from httpd import default_mpm
+from helpers import EVENT_ONLY, NOT_MPM, PLAIN_MPMS, ci_pass, only_on  # noqa: F401 (the CI pass markers)
 
 MAX_DATAGRAM = 65536  # the daemon's and the OpenTelemetry receiver's read buffer
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -452,23 +449,3 @@ class XRayDaemon:
         with self._lock:
             self.documents.clear()
             self.api_calls.clear()
-
-
-# --- which CI pass runs what -------------------------------------------------------------------
-# CI runs the suite four times (sanitized, then worker, prefork, event). The X-Ray tests that
-# depend on the MPM (children, threads, reservoirs) run on every pass; the others (config,
-# hostile input, the Node.js SDK, the sampling API's faults) on fewer, to keep CI's time.
-
-def ci_pass():
-    return "sanitized" if os.environ.get("DD_PROXY_SANITIZE") else default_mpm()
-
-
-def only_on(*passes, why):
-    return pytest.mark.skipif(ci_pass() not in passes,
-                              reason=f"runs on the {'/'.join(passes)} pass only: {why}")
-
-
-NOT_MPM = only_on("event", "sanitized", why="does not depend on the MPM")
-PLAIN_MPMS = only_on("event", "worker", "prefork",
-                     why="timing across the MPM's children (the sanitized pass is too slow)")
-EVENT_ONLY = only_on("event", why="neither MPM- nor memory-specific; seconds of waiting")
