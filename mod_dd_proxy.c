@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <apr_strings.h>
 #include <apr_atomic.h>
@@ -68,6 +70,8 @@ static struct {
     dd_rates_t *rates;
     dd_limiter_t *limiter;
     dd_agent_t *agent;
+    dd_agent_url_t agent_url; /* for the detached exit flush's own client */
+    dd_agent_t *exited_agent; /* there, the child's client, kept reachable (leak checkers) */
     dd_agent_result_t last_result; /* the flusher's last answer from the agent */
     dd_flusher_t *flusher;
     server_rec *server;
@@ -120,19 +124,81 @@ static void on_agent_error(void *ctx, long http_status, const char *error)
                  error && *error ? error : status);
 }
 
+static void agent_interrupt(void *ctx)
+{
+    dd_agent_interrupt(ctx);
+}
+
+/* Every listening socket this process holds (the MPM's listeners, each bucket's copy): the
+ * detached exit flush must not keep httpd's ports bound after a stop. */
+static void close_listening_sockets(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int fd, on;
+    socklen_t len;
+
+    for (fd = 3; !d && fd < 4096; fd++) { /* no /proc: the low descriptors, one by one */
+        len = sizeof(on);
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on)
+            close(fd);
+    }
+    while (d && (e = readdir(d)) != NULL) {
+        fd = atoi(e->d_name);
+        len = sizeof(on);
+        if (fd > 2 && fd != dirfd(d) &&
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on)
+            close(fd);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* In the detached process that sends what the child had left at its exit (issue 14): no
+ * listeners, and a client of its own (the child's may be mid-transfer on a shut socket). */
+static int detach_flush(void *ctx, dd_sender_t *sender)
+{
+    char *container;
+    (void)ctx;
+    close_listening_sockets();
+    child.exited_agent = child.agent;
+    container = dd_agent_container_id();
+    child.agent = dd_agent_create(&child.agent_url, DD_PROXY_VERSION, AP_SERVER_BASEREVISION,
+                                  container);
+    free(container);
+    if (!child.agent)
+        return -1;
+    sender->send = agent_send;
+    sender->ctx = child.agent;
+    return 0;
+}
+
+/* A pre-cleanup registered after the flusher's, so it runs first (APR runs them last in,
+ * first out): no request thread may push or wake the flusher once the flusher's pre-cleanup
+ * stops it and closes its pipe. httpd's MPMs join their request threads before they destroy
+ * the child's pool (prefork has one thread; worker and event join_workers() first), so the
+ * wait below is for a thread some other module left running, and rates, limiter and queue
+ * are freed only when none is in log_transaction (issue 16.4). */
+static apr_status_t child_closing(void *data)
+{
+    (void)data;
+    atomic_store(&child.closing, true);
+    for (int i = 0; i < 100 && atomic_load(&child.inflight) != 0; i++)
+        apr_sleep(apr_time_from_msec(1));
+    return APR_SUCCESS;
+}
+
 static apr_status_t child_cleanup(void *data)
 {
     int busy;
     (void)data;
-    atomic_store(&child.closing, true);
+    child_closing(NULL); /* already done, unless the flusher never started */
     if (child.flusher)
         dd_flusher_stop(child.flusher);
     child.flusher = NULL;
     /* A request thread still in log_transaction (an MPM that did not join it, or a frame a
-     * signal handler interrupted) may be pushing: wait a little, and if it is still there
-     * leave the queue to the process exit rather than free it under its feet. */
-    for (int i = 0; i < 100 && atomic_load(&child.inflight) != 0; i++)
-        apr_sleep(apr_time_from_msec(1));
+     * signal handler interrupted) may be pushing: leave what it touches to the process exit
+     * rather than free it under its feet. */
     busy = atomic_load(&child.inflight) != 0;
     if (child.agent)
         dd_agent_destroy(child.agent);
@@ -143,9 +209,10 @@ static apr_status_t child_cleanup(void *data)
         dd_queue_destroy(child.queue);
         child.queue = NULL;
     }
-    if (child.rates)
+    if (child.rates && !busy) {
         dd_rates_destroy(child.rates);
-    child.rates = NULL;
+        child.rates = NULL;
+    }
     return APR_SUCCESS;
 }
 
@@ -171,6 +238,7 @@ static void child_init(apr_pool_t *p, server_rec *s)
         dd_limiter_create(p, c->rate_limit >= 0 ? c->rate_limit : dd_proxy_env.rate_limit);
     if (dd_agent_url_parse(p, url_str, &url, &why) != 0)
         dd_agent_url_parse(p, DEFAULT_AGENT_URL, &url, &why);
+    child.agent_url = url;
     container = dd_agent_container_id();
     child.agent = dd_agent_create(&url, DD_PROXY_VERSION, AP_SERVER_BASEREVISION, container);
     free(container);
@@ -194,6 +262,8 @@ static void child_init(apr_pool_t *p, server_rec *s)
     fc.stop_deadline_ms = STOP_DEADLINE_MS;
     fc.on_error = on_agent_error;
     fc.tick = dd_proxy_xray_flusher_tick; /* X-Ray segments and sampling (issue 17) */
+    fc.interrupt = agent_interrupt;
+    fc.detach = detach_flush; /* exit without a pause: a graceful restart waits for no agent */
     rv = dd_flusher_start(p, &fc, &child.flusher);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
@@ -201,6 +271,7 @@ static void child_init(apr_pool_t *p, server_rec *s)
                                    "process");
         child.flusher = NULL;
     }
+    apr_pool_pre_cleanup_register(p, NULL, child_closing);
 }
 
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)

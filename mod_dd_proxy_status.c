@@ -64,6 +64,8 @@ int dd_proxy_status_hook(request_rec *r, int flags)
         {"BytesSent", &dd_proxy_stats->bytes_sent},
         {"AgentErrors", &dd_proxy_stats->agent_errors},
         {"AgentRatesRejected", &dd_proxy_stats->agent_rates_rejected},
+        {"ExitFlushesDetached", &dd_proxy_stats->exit_flushes_detached},
+        {"ExitChunksHandedOff", &dd_proxy_stats->exit_chunks_handed_off},
     };
     const char *row_fmt = (flags & AP_STATUS_SHORT) ? "DDProxy%s: %" APR_UINT64_T_FMT "\n"
                                                     : "<tr><td>%s</td><td>%" APR_UINT64_T_FMT

@@ -322,6 +322,12 @@ struct dd_agent {
     struct curl_slist count_node;
     char count_line[48];
     char errbuf[CURL_ERROR_SIZE]; /* curl's detailed message for the last failure */
+    /* The socket curl talks to the agent on, or -1: dd_agent_interrupt() shuts it down from
+     * another thread. The lock keeps curl from closing it (and the number from being reused)
+     * between the interrupt's read of it and its shutdown(). */
+    pthread_mutex_t sock_lock;
+    int sock;
+    int lock_made;
 };
 
 /* "Name: value" with control characters dropped from value, or NULL when out of memory. */
@@ -410,10 +416,11 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
 
 /* --- close-on-exec -------------------------------------------------------------------------- */
 
+/* ctx: the dd_agent_t whose socket it is (recorded for dd_agent_interrupt), or NULL. */
 static curl_socket_t open_cloexec(void *ctx, curlsocktype purpose, struct curl_sockaddr *addr)
 {
+    dd_agent_t *a = ctx;
     curl_socket_t fd;
-    (void)ctx;
     (void)purpose;
 #ifdef SOCK_CLOEXEC
     fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
@@ -422,7 +429,33 @@ static curl_socket_t open_cloexec(void *ctx, curlsocktype purpose, struct curl_s
     if (fd >= 0)
         fcntl(fd, F_SETFD, FD_CLOEXEC);
 #endif
+    if (a && fd >= 0) {
+        pthread_mutex_lock(&a->sock_lock);
+        a->sock = fd;
+        pthread_mutex_unlock(&a->sock_lock);
+    }
     return fd >= 0 ? fd : CURL_SOCKET_BAD;
+}
+
+static int close_recorded(void *ctx, curl_socket_t fd)
+{
+    dd_agent_t *a = ctx;
+    pthread_mutex_lock(&a->sock_lock);
+    if (a->sock == fd)
+        a->sock = -1;
+    close(fd);
+    pthread_mutex_unlock(&a->sock_lock);
+    return 0;
+}
+
+void dd_agent_interrupt(dd_agent_t *a)
+{
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->sock_lock);
+    if (a->sock >= 0)
+        shutdown(a->sock, SHUT_RDWR); /* curl's poll wakes up at once and the transfer fails */
+    pthread_mutex_unlock(&a->sock_lock);
 }
 
 #define FD_SCAN 4096 /* descriptors looked at when /proc/self/fd cannot be read */
@@ -485,6 +518,12 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
     a = calloc(1, sizeof(*a));
     if (!a)
         return NULL;
+    a->sock = -1;
+    if (pthread_mutex_init(&a->sock_lock, NULL) != 0) {
+        free(a);
+        return NULL;
+    }
+    a->lock_made = 1;
     a->curl = curl_easy_init();
     a->url = malloc(strlen(url->base) + sizeof(TRACES_PATH));
     if (url->is_unix)
@@ -532,6 +571,9 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
     ok = ok && curl_easy_setopt(a->curl, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK;
     ok = ok && curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, a->errbuf) == CURLE_OK;
     ok = ok && curl_easy_setopt(a->curl, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK;
+    ok = ok && curl_easy_setopt(a->curl, CURLOPT_OPENSOCKETDATA, a) == CURLE_OK;
+    ok = ok && curl_easy_setopt(a->curl, CURLOPT_CLOSESOCKETFUNCTION, close_recorded) == CURLE_OK;
+    ok = ok && curl_easy_setopt(a->curl, CURLOPT_CLOSESOCKETDATA, a) == CURLE_OK;
     if (!ok) {
         dd_agent_destroy(a);
         return NULL;
@@ -545,6 +587,8 @@ void dd_agent_destroy(dd_agent_t *a)
         return;
     if (a->curl)
         curl_easy_cleanup(a->curl);
+    if (a->lock_made)
+        pthread_mutex_destroy(&a->sock_lock);
     curl_slist_free_all(a->headers);
     free(a->socket);
     free(a->url);

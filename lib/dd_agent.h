@@ -40,6 +40,10 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
                             const char *lang_version, const char *container_id);
 void dd_agent_destroy(dd_agent_t *a);
 
+/* Any thread: makes the send in progress, if any, fail at once (its socket is shut down; curl
+ * opens a new one for the next send). For child exit, so a hung agent holds nothing. */
+void dd_agent_interrupt(dd_agent_t *a);
+
 /* Makes every descriptor libcurl opens for this CURL handle (a CURL *) close-on-exec, so that
  * a CGI or any program an httpd child execs inherits none of them: the connections (opened with
  * SOCK_CLOEXEC through CURLOPT_OPENSOCKETFUNCTION), and the wake-up socket pair of the multi

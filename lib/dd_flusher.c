@@ -23,11 +23,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <apr_errno.h>
 #include <apr_thread_proc.h>
+#include <apr_time.h>
 
 #include "dd_encode.h"
 
@@ -47,6 +50,10 @@ struct dd_flusher {
     atomic_bool wake_pending;
     atomic_bool stopping;
     atomic_bool stop_called; /* dd_flusher_stop is idempotent */
+    /* Set by dd_flusher_stop when conf.detach hands the rest to a detached process: the thread
+     * sends nothing more and keeps what it holds (the payload being built, the queue). */
+    atomic_bool handoff;
+    atomic_bool thread_done; /* the thread has left flusher_main's loop and is about to return */
     /* Monotonic milliseconds by which the final flush must be over; 0 until stop. Read before
      * every send, so a stop that arrives while the thread is sending still bounds the rest. */
     atomic_llong stop_at_ms;
@@ -111,6 +118,11 @@ static void drop(dd_flusher_t *f, dd_drop_reason_t why, size_t n)
     dd_stats_add(&f->conf.stats->chunks_dropped[why], n);
 }
 
+static int handing_off(dd_flusher_t *f)
+{
+    return atomic_load_explicit(&f->handoff, memory_order_acquire);
+}
+
 /* The timeout for the next send: timeout_ms, cut to what is left of the stop deadline once
  * dd_flusher_stop has set one. Returns 0 when that deadline has passed. */
 static int send_timeout(dd_flusher_t *f, long timeout_ms, long *out)
@@ -153,8 +165,8 @@ static size_t payload_send(dd_flusher_t *f, long timeout_ms)
     long status = 0, timeout;
     dd_stats_t *st = f->conf.stats;
 
-    if (n == 0) {
-        return 0;
+    if (n == 0 || handing_off(f)) {
+        return 0; /* nothing, or kept for the detached process */
     }
     len = f->used;
     f->nchunks = 0;
@@ -171,6 +183,12 @@ static size_t payload_send(dd_flusher_t *f, long timeout_ms)
 
     if (f->conf.sender.send(f->conf.sender.ctx, payload, len, n, timeout, &status, &error, &body,
                             &body_len) != 0) {
+        if (handing_off(f)) {
+            /* Interrupted by the stop: the chunks are still in buf, for the detached process. */
+            f->nchunks = n;
+            f->used = len - hlen;
+            return 0;
+        }
         record_failure(f, n, status, error);
         return 0;
     }
@@ -200,6 +218,13 @@ static size_t payload_add(dd_flusher_t *f, char *data, size_t len, long timeout_
     }
     if (!payload_fits(f, len)) {
         sent += payload_send(f, timeout_ms);
+        if (!payload_fits(f, len)) { /* kept for a hand-off: the chunk goes back to the queue */
+            if (dd_queue_push(f->conf.queue, data, len) != DD_QUEUE_OK) {
+                drop(f, DD_DROP_QUEUE_FULL, 1);
+                free(data);
+            }
+            return sent;
+        }
     }
     if (!payload_reserve(f, len)) {
         /* Out of memory: send what we have, which leaves more room, and try once more. */
@@ -227,7 +252,7 @@ static size_t drain_round(dd_flusher_t *f, long timeout_ms, size_t *popped)
     size_t limit = dd_queue_max_items(f->conf.queue), n = 0, sent = 0, len;
     char *data;
 
-    while (n < limit && dd_queue_pop(f->conf.queue, &data, &len)) {
+    while (n < limit && !handing_off(f) && dd_queue_pop(f->conf.queue, &data, &len)) {
         n++;
         sent += payload_add(f, data, len, timeout_ms);
     }
@@ -250,7 +275,8 @@ static void run_tick(dd_flusher_t *f, int final)
 }
 
 /* On stop: rounds until the queue is empty. Once the deadline has passed, rounds only drop
- * (payload_send sees no time left), and one such round is the last. */
+ * (payload_send sees no time left), and one such round is the last. The caller runs the final
+ * tick. */
 static void final_drain(dd_flusher_t *f)
 {
     long long stop_at = atomic_load_explicit(&f->stop_at_ms, memory_order_acquire);
@@ -261,7 +287,6 @@ static void final_drain(dd_flusher_t *f)
         past_deadline = now_ms() >= stop_at;
         drain_round(f, f->conf.send_timeout_ms, &popped);
     } while (popped > 0 && !past_deadline);
-    run_tick(f, 1);
 }
 
 /* --- the thread -------------------------------------------------------------------------- */
@@ -313,7 +338,11 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
         run_tick(f, 0);
         next = now_ms() + f->conf.interval_ms;
     }
-    final_drain(f);
+    if (!handing_off(f)) {
+        final_drain(f);
+    }
+    run_tick(f, 1); /* X-Ray's last datagrams: quick, and from this process alone */
+    atomic_store_explicit(&f->thread_done, true, memory_order_release);
     /* Returning ends the thread as well as apr_thread_exit() would, without pthread_exit()'s
      * forced unwinding (which AddressSanitizer mistakes for stack misuse). */
     (void)t;
@@ -377,6 +406,8 @@ int dd_flusher_create(apr_pool_t *p, const dd_flusher_conf_t *conf, dd_flusher_t
     atomic_init(&f->wake_pending, false);
     atomic_init(&f->stopping, false);
     atomic_init(&f->stop_called, false);
+    atomic_init(&f->handoff, false);
+    atomic_init(&f->thread_done, false);
     atomic_init(&f->stop_at_ms, 0);
     if (pipe(fds) != 0) {
         return APR_FROM_OS_ERROR(errno);
@@ -442,24 +473,97 @@ void dd_flusher_wake(dd_flusher_t *f)
     }
 }
 
+/* In the detached process: a new sender, a new deadline, the final drain. alarm() bounds its
+ * life whatever happens (a lock some other thread of the child held at fork time, say). */
+static void detached_flush(dd_flusher_t *f)
+{
+    sigset_t alrm;
+    size_t left = f->nchunks + dd_queue_count(f->conf.queue);
+
+    signal(SIGALRM, SIG_DFL);
+    sigemptyset(&alrm);
+    sigaddset(&alrm, SIGALRM);
+    sigprocmask(SIG_UNBLOCK, &alrm, NULL);
+    alarm((unsigned)(f->conf.stop_deadline_ms / 1000) + 2);
+    atomic_store_explicit(&f->handoff, false, memory_order_release);
+    if (f->conf.detach(f->conf.detach_ctx, &f->conf.sender) != 0) {
+        drop(f, DD_DROP_AGENT_ERROR, left);
+        return;
+    }
+    atomic_store_explicit(&f->stop_at_ms, now_ms() + f->conf.stop_deadline_ms,
+                          memory_order_release);
+    final_drain(f);
+}
+
+/* After the thread is joined: what it kept goes to a grandchild (the intermediate child exits
+ * at once, so this process waits for nothing and the grandchild is nobody's to reap but
+ * init's). This process forgets the chunks; the queue's copies are freed with the queue. */
+static void hand_off(dd_flusher_t *f)
+{
+    size_t left = f->nchunks + dd_queue_count(f->conf.queue);
+    pid_t pid;
+
+    if (left == 0) {
+        return;
+    }
+    pid = fork();
+    if (pid < 0) { /* no process to hand it to: send it here, as without detach */
+        atomic_store_explicit(&f->handoff, false, memory_order_release);
+        final_drain(f);
+        return;
+    }
+    if (pid == 0) {
+        if (fork() > 0) {
+            _exit(0);
+        }
+        detached_flush(f); /* in the grandchild, or here when the second fork failed */
+        _exit(0);
+    }
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    dd_stats_add(&f->conf.stats->exit_flushes_detached, 1);
+    dd_stats_add(&f->conf.stats->exit_chunks_handed_off, left);
+    f->nchunks = 0;
+    f->used = 0;
+}
+
 void dd_flusher_stop(dd_flusher_t *f)
 {
     apr_status_t rv;
     ssize_t w;
+    int detach;
 
     if (f == NULL || atomic_exchange(&f->stop_called, true)) {
         return;
+    }
+    detach = f->conf.detach != NULL && f->thread != NULL;
+    if (detach) {
+        atomic_store_explicit(&f->handoff, true, memory_order_release);
     }
     atomic_store_explicit(&f->stop_at_ms, now_ms() + f->conf.stop_deadline_ms,
                           memory_order_release);
     atomic_store_explicit(&f->stopping, true, memory_order_release);
     if (f->thread == NULL) {
         final_drain(f); /* no thread: the caller is the consumer */
+        run_tick(f, 1);
         return;
     }
     /* Straight to the pipe, past wake_pending: that flag may be set by a wake-up whose byte
      * the thread has already read. */
     w = write(f->wake_wr, "s", 1);
     (void)w;
+    /* A hand-off interrupts the send in progress, again until the thread is out: a send that
+     * began just after one interrupt is ended by the next. */
+    for (int i = 0; detach && f->conf.interrupt != NULL &&
+                    !atomic_load_explicit(&f->thread_done, memory_order_acquire);
+         i++) {
+        if (i % 20 == 0) {
+            f->conf.interrupt(f->conf.sender.ctx);
+        }
+        apr_sleep(250); /* µs: a child's exit is what a prefork restart waits for */
+    }
     apr_thread_join(&rv, f->thread);
+    if (detach) {
+        hand_off(f);
+    }
 }

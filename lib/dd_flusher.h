@@ -45,6 +45,17 @@ typedef struct {
      * holds, quickly). f lets it ask for early wake-ups (dd_flusher_wake). May be NULL. */
     void (*tick)(void *ctx, dd_flusher_t *f, int final);
     void *tick_ctx;
+    /* Child exit without a pause (issue 14). With detach set, dd_flusher_stop does not send
+     * what is left itself: it ends a send in progress (interrupt, called with sender.ctx; may
+     * be NULL), joins the thread, and hands what is left to a detached process (forked twice,
+     * so nobody has to wait for it) that sends it within stop_deadline_ms, counting in stats
+     * (shared memory) what it sent and what it could not, and exits. detach runs first in that
+     * process: it closes what the process must not hold (listening sockets) and fills *sender
+     * with a new sender; non-zero: nothing can be sent (the chunks are counted as dropped).
+     * When fork fails, dd_flusher_stop sends in the calling thread, as without detach. */
+    void (*interrupt)(void *ctx);
+    int (*detach)(void *ctx, dd_sender_t *sender);
+    void *detach_ctx;
 } dd_flusher_conf_t;
 
 /* Starts the thread. The flusher lives in pool p (its memory; the thread is joined by
@@ -54,7 +65,8 @@ int dd_flusher_start(apr_pool_t *p, const dd_flusher_conf_t *conf, dd_flusher_t 
 /* Any thread; never blocks. Asks the flusher to drain now. */
 void dd_flusher_wake(dd_flusher_t *f);
 
-/* Sends what is left (within conf->stop_deadline_ms) and joins the thread. Idempotent. */
+/* Sends what is left (within conf->stop_deadline_ms; in a detached process when conf->detach
+ * is set) and joins the thread. Idempotent. */
 void dd_flusher_stop(dd_flusher_t *f);
 
 /* Drains the queue once and sends, in the calling thread (what the thread does on each tick;

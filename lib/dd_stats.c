@@ -183,6 +183,8 @@ char *dd_stats_to_json(dd_stats_t *s)
         bad |= put_u64(o, "bytes_sent", &s->bytes_sent);
         bad |= put_u64(o, "agent_errors", &s->agent_errors);
         bad |= put_u64(o, "agent_rates_rejected", &s->agent_rates_rejected);
+        bad |= put_u64(o, "exit_flushes_detached", &s->exit_flushes_detached);
+        bad |= put_u64(o, "exit_chunks_handed_off", &s->exit_chunks_handed_off);
         bad |= json_object_set_new(last, "time",
                                    json_integer((json_int_t)atomic_load_explicit(
                                        &s->last_agent_error_time, memory_order_relaxed)));

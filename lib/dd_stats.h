@@ -40,6 +40,10 @@ typedef struct {
     atomic_uint_fast64_t bytes_sent;
     atomic_uint_fast64_t agent_errors;
     atomic_uint_fast64_t agent_rates_rejected;
+    /* Child exit (issue 14): final flushes handed to a detached process, and their chunks
+     * (what that process then sent or dropped is in chunks_sent / chunks_dropped). */
+    atomic_uint_fast64_t exit_flushes_detached;
+    atomic_uint_fast64_t exit_chunks_handed_off;
     atomic_int_fast64_t last_agent_error_time; /* Unix seconds, 0 = never */
     atomic_int last_agent_error_status;        /* HTTP status, 0 = no answer */
     /* What went wrong last, for people: written and read under a try-lock (a writer or reader

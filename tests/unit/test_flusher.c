@@ -1,8 +1,8 @@
 /* test_flusher.c - unit tests for lib/dd_flusher.c with a fake sender: payload framing
  * (checked with msgpack-c, an independent decoder), splitting under max_payload_bytes,
  * oversize and failed chunks dropped and counted, wake-ups, the interval, stop (flushing the
- * rest, bounded by its deadline, idempotent), agent rates from a response, and concurrent
- * producers waking the thread. */
+ * rest, bounded by its deadline, idempotent), agent rates from a response, concurrent
+ * producers waking the thread, and the exit hand-off to a detached process (issue 14). */
 #include <msgpack.h>
 #include <pthread.h>
 #include <sched.h>
@@ -11,7 +11,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <apr_general.h>
 #include <apr_pools.h>
@@ -101,6 +104,7 @@ typedef struct {
 } fake_t;
 
 static fake_t fake;
+static atomic_int fake_interrupted; /* set by fake_interrupt: a sleeping send fails at once */
 
 static void fake_reset(void)
 {
@@ -163,8 +167,10 @@ static int fake_send(void *ctx, const char *payload, size_t len, size_t ntraces,
     pthread_mutex_unlock(&fake.mu);
 
     if (want_sleep > 0) {
-        slept = timeout_ms > 0 && timeout_ms < want_sleep ? timeout_ms : want_sleep;
-        sleep_ms(slept);
+        long until = timeout_ms > 0 && timeout_ms < want_sleep ? timeout_ms : want_sleep;
+        for (slept = 0; slept < until && !atomic_load(&fake_interrupted); slept++) {
+            sleep_ms(1);
+        }
         if (slept < want_sleep) {
             *http_status = 0;
             *error = "timeout";
@@ -565,6 +571,94 @@ static void test_stop_deadline(void)
     dd_queue_destroy(r.q);
 }
 
+/* --- the exit hand-off (issue 14): a hung agent holds no stop ------------------------------ */
+
+static void fake_interrupt(void *ctx)
+{
+    (void)ctx;
+    atomic_store(&fake_interrupted, 1);
+}
+
+static int detach_ok(void *ctx, dd_sender_t *sender)
+{
+    (void)ctx;
+    /* in the detached process: an agent that answers now */
+    atomic_store(&fake_interrupted, 0);
+    fake.sleep_ms = 0;
+    sender->send = fake_send;
+    return 0;
+}
+
+static int detach_fails(void *ctx, dd_sender_t *sender)
+{
+    (void)ctx;
+    (void)sender;
+    return -1;
+}
+
+static int wait_u64(atomic_uint_fast64_t *c, uint64_t want, long max_ms)
+{
+    long long until = now_ms() + max_ms;
+    while (dd_stats_get(c) < want && now_ms() < until) {
+        sleep_ms(5);
+    }
+    return dd_stats_get(c) == want;
+}
+
+/* The thread is mid-send to a hung agent when the child exits: dd_flusher_stop interrupts
+ * that send and returns at once; a detached process sends the interrupted payload and the rest
+ * of the queue (counted in shared memory), or counts them as dropped when it cannot. */
+static void handoff_case(int (*detach)(void *, dd_sender_t *), int expect_sent)
+{
+    rig_t r;
+    dd_flusher_t *f;
+    long long t0, took;
+    dd_stats_t *shm = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE,
+                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+    CHECK(shm != MAP_FAILED);
+    memset(shm, 0, sizeof(*shm));
+    rig_init(&r, 100, 1 + 3 * 100); /* 3 chunks a payload */
+    r.conf.stats = shm;
+    r.conf.send_timeout_ms = 5000;
+    r.conf.stop_deadline_ms = 2000;
+    r.conf.interrupt = fake_interrupt;
+    r.conf.detach = detach;
+    atomic_store(&fake_interrupted, 0);
+    fake.sleep_ms = 60000; /* hung */
+    CHECK(dd_flusher_start(pool, &r.conf, &f) == APR_SUCCESS);
+    for (uint32_t i = 0; i < 7; i++) {
+        push(&r, i, 100);
+    }
+    dd_flusher_wake(f);
+    CHECK(wait_for_calls(1, 3000)); /* the thread is in its first send, which hangs */
+    t0 = now_ms();
+    dd_flusher_stop(f);
+    took = now_ms() - t0;
+    printf("stop mid-send to a hung agent, with a hand-off: %lld ms\n", took);
+    CHECK(took < 500); /* without the hand-off: the 2000 ms deadline */
+    CHECK_U64(dd_stats_get(&shm->exit_flushes_detached), 1);
+    CHECK_U64(dd_stats_get(&shm->exit_chunks_handed_off), 7);
+    CHECK_U64(dd_stats_get(&shm->agent_errors), 0); /* the interrupted send is no failure */
+    if (expect_sent) {
+        CHECK(wait_u64(&shm->chunks_sent, 7, 5000));
+        CHECK_U64(dd_stats_get(&shm->chunks_dropped[DD_DROP_AGENT_ERROR]), 0);
+    } else {
+        CHECK(wait_u64(&shm->chunks_dropped[DD_DROP_AGENT_ERROR], 7, 5000));
+        CHECK_U64(dd_stats_get(&shm->chunks_sent), 0);
+    }
+    dd_flusher_stop(f); /* idempotent: no second hand-off */
+    CHECK_U64(dd_stats_get(&shm->exit_flushes_detached), 1);
+    dd_queue_destroy(r.q);
+    munmap(shm, sizeof(*shm));
+}
+
+static void test_stop_hand_off(void)
+{
+    handoff_case(detach_ok, 1);
+    handoff_case(detach_fails, 0);
+}
+
 /* Producers that keep pushing during stop cannot keep the final flush going past its
  * deadline. */
 typedef struct {
@@ -761,6 +855,7 @@ int main(void)
     test_interval();
     test_stop_flushes();
     test_stop_deadline();
+    test_stop_hand_off();
     test_stop_while_pushing();
     test_no_thread_stop();
     test_pool_cleanup();
