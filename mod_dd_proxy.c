@@ -98,6 +98,8 @@ static int agent_send(void *ctx, const char *payload, size_t len, size_t ntraces
     free(res->body);
     memset(res, 0, sizeof(*res));
     rc = dd_agent_send(ctx, payload, len, ntraces, timeout_ms, res);
+    if (rc != 0 && res->undelivered)
+        rc = DD_SEND_UNDELIVERED;
     *http_status = res->http_status;
     *error = res->error;
     *body = res->body;

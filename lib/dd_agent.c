@@ -658,6 +658,9 @@ int dd_agent_send(dd_agent_t *a, const char *body, size_t len, size_t ntraces, l
     curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &status);
     res->http_status = status;
     if (rc != CURLE_OK) {
+        curl_off_t up = 0;
+        curl_easy_getinfo(a->curl, CURLINFO_SIZE_UPLOAD_T, &up);
+        res->undelivered = status == 0 && (up < 0 || (size_t)up < len);
         /* no complete answer: status is what curl saw (0 when nothing), the body is dropped */
         describe_failure(a, rc, res->error, sizeof(res->error));
         free(cap.buf);

@@ -60,6 +60,8 @@ typedef struct {
     char error[256];  /* "" on success; else what went wrong (curl's message or "HTTP 500") */
     char *body;       /* the response body (NUL-terminated, capped at 64 KiB), or NULL */
     size_t body_len;
+    int undelivered; /* on failure: 1 when the agent cannot have the whole payload (it was not
+                      * all sent), so sending it again cannot make a duplicate */
 } dd_agent_result_t;
 
 /* POSTs one payload (a msgpack array of ntraces chunks) to /v0.4/traces within timeout_ms.

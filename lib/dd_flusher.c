@@ -37,6 +37,7 @@
 #define DD_HDR_MAX 5         /* longest msgpack array header */
 #define DD_BUF_INITIAL 65536 /* first size of the payload buffer */
 #define DD_ROUNDS_PER_WAKE 4 /* drain rounds (each at most max_items chunks) per wake-up */
+#define DD_GRACE_TICKS 200   /* 50 ms of 250 us before a stop interrupts the send in progress */
 
 struct dd_flusher {
     dd_flusher_conf_t conf;
@@ -164,6 +165,7 @@ static size_t payload_send(dd_flusher_t *f, long timeout_ms)
     size_t body_len = 0;
     long status = 0, timeout;
     dd_stats_t *st = f->conf.stats;
+    int rc;
 
     if (n == 0 || handing_off(f)) {
         return 0; /* nothing, or kept for the detached process */
@@ -181,10 +183,13 @@ static size_t payload_send(dd_flusher_t *f, long timeout_ms)
     payload = (const char *)f->buf + DD_HDR_MAX - hlen;
     len += hlen;
 
-    if (f->conf.sender.send(f->conf.sender.ctx, payload, len, n, timeout, &status, &error, &body,
-                            &body_len) != 0) {
-        if (handing_off(f)) {
-            /* Interrupted by the stop: the chunks are still in buf, for the detached process. */
+    rc = f->conf.sender.send(f->conf.sender.ctx, payload, len, n, timeout, &status, &error, &body,
+                             &body_len);
+    if (rc != 0) {
+        if (handing_off(f) && rc == DD_SEND_UNDELIVERED) {
+            /* Interrupted by the stop before the agent had it all: the chunks are still in
+             * buf, for the detached process. (Sent whole, its fate is unknown: counted as
+             * dropped below, rather than risk sending a trace twice.) */
             f->nchunks = n;
             f->used = len - hlen;
             return 0;
@@ -480,6 +485,13 @@ static void detached_flush(dd_flusher_t *f)
     sigset_t alrm;
     size_t left = f->nchunks + dd_queue_count(f->conf.queue);
 
+    /* httpd signals its whole process group at a restart or stop (prefork: SIGUSR1, SIGHUP,
+     * SIGTERM, SIGWINCH): they are for the children, and this process ends by itself. */
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGWINCH, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
     signal(SIGALRM, SIG_DFL);
     sigemptyset(&alrm);
     sigaddset(&alrm, SIGALRM);
@@ -557,7 +569,7 @@ void dd_flusher_stop(dd_flusher_t *f)
     for (int i = 0; detach && f->conf.interrupt != NULL &&
                     !atomic_load_explicit(&f->thread_done, memory_order_acquire);
          i++) {
-        if (i % 20 == 0) {
+        if (i >= DD_GRACE_TICKS && i % 20 == 0) { /* a healthy agent answers within the grace */
             f->conf.interrupt(f->conf.sender.ctx);
         }
         apr_sleep(250); /* µs: a child's exit is what a prefork restart waits for */

@@ -15,9 +15,13 @@
 #include "dd_rates.h"
 #include "dd_stats.h"
 
-/* How payloads leave: a real agent (dd_agent_send) or a fake in tests. Returns 0 on success.
+/* How payloads leave: a real agent (dd_agent_send) or a fake in tests. Returns 0 on success,
+ * DD_SEND_UNDELIVERED for a failure after which the receiver cannot have the payload (it was
+ * not all sent: sending it again makes no duplicate), any other value for other failures.
  * http_status/error describe a failure (error is a short string, may be NULL); body/body_len
  * is the response body for a success (may be NULL), owned by the sender until the next call. */
+#define DD_SEND_UNDELIVERED 2
+
 typedef struct {
     int (*send)(void *ctx, const char *payload, size_t len, size_t ntraces, long timeout_ms,
                 long *http_status, const char **error, const char **body, size_t *body_len);

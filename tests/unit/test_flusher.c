@@ -174,7 +174,7 @@ static int fake_send(void *ctx, const char *payload, size_t len, size_t ntraces,
         if (slept < want_sleep) {
             *http_status = 0;
             *error = "timeout";
-            return -1;
+            return atomic_load(&fake_interrupted) ? DD_SEND_UNDELIVERED : -1;
         }
     }
     if (fake.fail) {
