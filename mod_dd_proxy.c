@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* mod_dd_proxy.c - httpd glue: the hooks and calls into lib/. Directives are in
  * mod_dd_proxy_config.c, the counters' pages in mod_dd_proxy_status.c.
  *

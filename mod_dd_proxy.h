@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* mod_dd_proxy.h - what the glue's files share: configuration, environment, counters.
  *
  * mod_dd_proxy.c        hooks: requests, the per-child flusher; the module table

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* mod_dd_proxy_config.c - the directives (CONTRACT §2): each value checked when the
  * configuration is read, so `apache2 -t` names the directive and the bad value; merges with an
  * explicit "unset"; and the environment fallbacks Datadog's tracers read. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* mod_dd_proxy_status.c - the module's own counters (CONTRACT §7): one dd_stats_t in shared
  * memory that every child updates with atomics, shown in mod_status (server-status and ?auto)
  * and as JSON from `SetHandler dd-proxy-status`. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* mod_dd_proxy_xray.c - httpd glue for AWS X-Ray (issue 17): httpd records its own segment
  * for each sampled request, with a subsegment per proxied call, and sends it to the X-Ray
  * daemon; it samples as X-Ray does, with rules and reservoirs shared by every child.

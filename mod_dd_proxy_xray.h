@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* mod_dd_proxy_xray.h - the X-Ray glue's face to the rest of the module (issue 17).
  *
  * mod_dd_proxy_xray.c holds the X-Ray directives, its own hooks (registered from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* micro.c - microbenchmark of lib/ alone (issue 7).
  *
  * Part 1, per request (ns): what a traced request costs the module, step by step, on a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # bench/restart_gap.sh - the longest gap in served requests around `apache2 -k graceful`, with
 # the module (agent up, refusing, hung) and without it, on each MPM (issue 14; BENCHMARKS.md).
 # It runs tests/integration/test_871_restart_gap.py with every agent mode on every MPM and

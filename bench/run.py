@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """bench/run.py - the benchmarks of mod_dd_proxy (issue 7). Start it through bench/run.sh,
 which builds the module, the microbenchmark and the sink first.
 

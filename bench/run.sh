@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # bench/run.sh - the benchmarks of mod_dd_proxy, in one command (see BENCHMARKS.md).
 #
 #   bench/run.sh            microbenchmark + httpd table (3 rounds x 5 s per case; ~8 minutes)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* sink.c - a tiny, fast HTTP/1.1 server for the benchmarks, in two roles:
  *
  *   sink agent  PORT   a stand-in Datadog agent: accepts PUT/POST /v0.4/traces, reads the body

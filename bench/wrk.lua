@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- wrk.lua - the requests of the benchmark, and exact latency percentiles at the end.
 --
 --   wrk ... -s bench/wrk.lua URL -- HEADERS

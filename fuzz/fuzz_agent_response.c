@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz_agent_response.c - libFuzzer target: any bytes as the agent's answer to a payload,
  * through the rate_by_service parser, then a lookup. */
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz_gateway.c - libFuzzer target: any bytes as x-dd-proxy* header values, through the
  * parser and, when accepted, into spans and the msgpack encoder. Input: values separated by
  * '\n', assigned in order to the gateway headers. */

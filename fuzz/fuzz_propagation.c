@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz_propagation.c - libFuzzer target for lib/dd_propagation.c.
  *
  * The input is split on '\n' into header values, given in turn to the propagation headers

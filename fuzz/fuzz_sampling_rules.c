@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz_sampling_rules.c - libFuzzer target for the sampling rules parser and matcher.
  *
  * Each input is a DDSamplingRules / DD_TRACE_SAMPLING_RULES value: it is parsed (it must never

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz_xray.c - libFuzzer target for the X-Ray parsers (issue 17): X-Amzn-Trace-Id, and the
  * daemon's GetSamplingRules and SamplingTargets answers.
  *

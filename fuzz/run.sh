@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds every libFuzzer target (clang, with ASan + UBSan) and runs each for a bounded time
 # over its seed corpus. Fails on any finding.
 # Usage: fuzz/run.sh [seconds per target, default 20]   or   fuzz/run.sh --build-only

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_agent.c - the Datadog agent client: agent URL parsing and resolution, the container id,
  * and one POST /v0.4/traces per payload with libcurl's easy interface.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_agent.h - the Datadog agent client: URL parsing and one POST /v0.4/traces with libcurl.
  *
  * Used only by the flusher thread (one dd_agent_t per child process; not thread-safe).

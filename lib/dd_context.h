@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_context.h - a trace context: what continues a trace across a process boundary.
  *
  * Extracted from inbound headers (dd_propagation.c) and injected into outbound ones. A context

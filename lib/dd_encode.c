@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_encode.c - spans -> msgpack (the agent's /v0.4/traces span format).
  *
  * The packer is msgpack-c's own: its pack_template.h is instantiated here with a writer that

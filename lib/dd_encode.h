@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_encode.h - spans -> msgpack, the /v0.4/traces wire format (CONTRACT §6).
  *
  * A chunk (one trace's spans) is encoded once, when the request ends, into a malloc'd buffer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_flusher.c - the background thread that takes encoded chunks off the queue and delivers
  * them to the agent (CONTRACT §6).
  *

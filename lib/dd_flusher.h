@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_flusher.h - the one background thread per child process that delivers traces.
  *
  * queue -> payloads -> sender. It wakes every interval_ms, or sooner when a producer calls

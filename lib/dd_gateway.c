@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_gateway.c - x-dd-proxy* headers -> dd_gateway_t (CONTRACT §3.2).
  *
  * The rules, in the order they are checked:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_gateway.h - reading the x-dd-proxy* headers an API gateway adds (CONTRACT §3.2).
  *
  * headers -> dd_gateway_t. The parser only reads; it never changes the table. Header names are

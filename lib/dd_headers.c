@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_headers.c - header tags and client IP resolution (see dd_headers.h).
  *
  * Both run only when configured (the glue does not call them otherwise), so a server without

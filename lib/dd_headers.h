@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_headers.h - what request and response headers contribute to the server span beyond the
  * gateway and propagation headers: header tags (DD_TRACE_HEADER_TAGS) and the client IP
  * (DD_TRACE_CLIENT_IP_ENABLED / DD_TRACE_CLIENT_IP_HEADER).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_obfuscate.c - query string obfuscation with PCRE2 (see dd_obfuscate.h).
  *
  * PCRE2 allocates its match data through a general context; ours allocates from the request

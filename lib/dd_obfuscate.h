@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_obfuscate.h - query strings for http.url, obfuscated as Datadog's tracers do it
  * (DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP): every match of a regular expression in the raw
  * query string is replaced with "<redacted>".

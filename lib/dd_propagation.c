@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_propagation.c - trace context in and out of HTTP headers: datadog, tracecontext (W3C),
  * b3multi and X-Ray (CONTRACT §4).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_propagation.h - trace context in and out of HTTP headers (CONTRACT §4).
  *
  * Extraction reads inbound headers in the configured order of styles; the first style that

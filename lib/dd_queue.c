@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_queue.c - the bounded lock-free MPSC queue between request threads and the flusher.
  *
  * A Vyukov bounded ring (a power-of-two array of cells, each with its own sequence number)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_queue.h - a bounded, lock-free, multi-producer single-consumer queue of encoded chunks.
  *
  * Request threads push (never block, never take a lock); the flusher thread pops. Bounded both

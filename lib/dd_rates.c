@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_rates.c - the agent's rate_by_service as a lock-free table for request threads.
  *
  * The flusher thread (the only writer) parses each agent response with jansson and, when the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_rates.h - the agent's rate_by_service, published by the flusher, read by requests.
  *
  * One writer (the flusher thread) replaces the whole table after each agent response; any

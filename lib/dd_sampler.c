@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_sampler.c - the per-trace sampling decision (CONTRACT §5): user rules, the rate limiter
  * that guards rule keeps, and the agent's rates as the fallback.
  *

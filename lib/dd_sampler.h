@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_sampler.h - trace sampling as Datadog tracers do it (CONTRACT §5).
  *
  * Rules (DDSamplingRules / DD_TRACE_SAMPLING_RULES, then DDSampleRate as a catch-all) are

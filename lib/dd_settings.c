@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_settings.c - tracer-style settings: booleans, DD_TAGS, header tags, error statuses.
  *
  * Configuration time only: allocations come from the configuration pool and nothing here is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_settings.h - the forms of Datadog tracer settings, parsed as the tracers parse them.
  *
  * Shared by the directives and the environment fallbacks (mod_dd_proxy_config.c), so that

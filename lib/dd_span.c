@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_span.c - span creation and tag lists.
  *
  * Tags live in small arrays searched linearly: a span has a couple of dozen tags at most, and

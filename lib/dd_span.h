@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_span.h - the span model.
  *
  * A span is plain data allocated in an APR pool (the request pool): ids, names, times and two

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_stats.c - names for the module's own counters (CONTRACT §7), as the status pages show
  * them. The counters themselves are plain atomics in dd_stats.h. */
 #include "dd_stats.h"

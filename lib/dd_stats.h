@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_stats.h - the module's own counters (CONTRACT §7).
  *
  * Plain C11 atomics in one struct, so the same struct can live in per-process memory (unit

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_trace.c - one request's trace: the inferred (gateway) span and the server span.
  *
  * The inferred span is the local root when a gateway was seen: it carries the trace-level

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_trace.h - one request's trace: the spans it makes and how they end.
  *
  * request facts (+ gateway, + inbound context) -> spans -> finished -> encoded chunk.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_util.c - clocks, random ids, number parsing and UTF-8 cleaning for the library.
  *
  * Everything here is called on the request path, so nothing takes a lock or allocates from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_util.h - small helpers shared by the library: clocks, ids, strings. */
 #ifndef DD_UTIL_H
 #define DD_UTIL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_xray.c - AWS X-Ray trace ids, the X-Amzn-Trace-Id header, and segment documents.
  *
  * The header parser reads attacker-controlled bytes: it works on slices of the value, never

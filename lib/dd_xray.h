@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_xray.h - AWS X-Ray: trace ids, the X-Amzn-Trace-Id header, and segment documents.
  *
  * inbound X-Amzn-Trace-Id -> dd_xray_header_t (this hop's view of the caller's context);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_xray_daemon.c - the X-Ray daemon's address, UDP datagrams to it, and HTTP calls to its
  * sampling proxy (libcurl, one easy handle kept per child, like the agent client).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_xray_daemon.h - reaching the X-Ray daemon (or the CloudWatch agent, or the OpenTelemetry
  * collector's awsxray receiver): its address, segment datagrams over UDP, and its TCP proxy of
  * X-Ray's sampling API.

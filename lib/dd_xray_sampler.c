@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_xray_sampler.c - X-Ray's sampling rules, reservoirs and targets, in memory every process
  * of the server shares (see dd_xray_sampler.h for the design and who writes what).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dd_xray_sampler.h - X-Ray's sampling, shared by every process of a server.
  *
  * X-Ray decides per request: Sampled=1/0 from upstream is obeyed (the glue does that); else

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs every test of mod_dd_proxy:
 #   0. the build's own checks (tests/build/test_build.sh);
 #   1. the C unit tests under ThreadSanitizer (queue, flusher, rates, sampler: the threaded parts);

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """demo.py - mod_dd_proxy on a real apache2, end to end, in one command.
 
 Starts a capture agent (a fake Datadog agent that decodes the msgpack payloads), a small

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Quick start: install what is missing (Debian), build the module, run it on a real apache2 and
 # print the traces it sends.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs (from Debian) what building and testing mod_dd_proxy needs, when it is missing.
 # nodejs runs Datadog's Node.js tracer in the peer tests (scripts/peers.sh installs it from
 # npm); the python3-aiohttp ... group is what Datadog's test agent needs when a checkout of it

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the real peers the integration tests compare the module with, each the exact versions
 # pinned in its committed package-lock.json, with `npm ci` (npm registry; Debian's nodejs runs
 # them):

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # tests/build/test_build.sh - the build's own checks (issue 16 items 2, 7 and 8), in a copy of the
 # tree under a temporary directory (not a git checkout, as a release tarball or a distro build):
 #   1. -Werror: off by default outside a git checkout, --enable-werror / --disable-werror;
@@ -8,7 +9,9 @@
 #      (a pkg-config directory where only msgpack-c.pc exists), and configure says which
 #      msgpack-c the encoder was checked against;
 #   3. lock-free 64-bit atomics: configure refuses a target without them, with a clear message;
-#      the check's program fails for 32-bit MIPS and passes for x86_64 and aarch64 (clang).
+#      the check's program fails for 32-bit MIPS and passes for x86_64 and aarch64 (clang);
+#   4. the licence (issue 14): LICENSE is the Apache License 2.0, debian/copyright says so in
+#      the machine-readable format, and every source file has its SPDX line (scripts/spdx.py).
 # Prints "N passed, M failed" and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -84,6 +87,13 @@ check "not lock-free on 32-bit MIPS" bash -c "! clang --target=mips-linux-gnu -f
 check "configure refuses a target without them" \
     bash -c "cd '$SRC' && ! dd_cv_atomic64_lock_free=no ./configure >'$WORK/c-atomic.log' 2>&1"
 check "... saying why" grep -q "no lock-free 64-bit atomics" "$WORK/c-atomic.log"
+
+# --- 4. the licence ------------------------------------------------------------------------
+check "LICENSE is the Apache License 2.0" grep -q "Apache License" "$ROOT/LICENSE"
+check "... the text Debian ships" cmp -s "$ROOT/LICENSE" /usr/share/common-licenses/Apache-2.0
+check "debian/copyright: machine-readable, Apache-2.0 for every file" bash -c \
+    "grep -q '^Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/' '$ROOT/debian/copyright' && grep -A2 '^Files: \*' '$ROOT/debian/copyright' | grep -q '^License: Apache-2.0'"
+check "every source file has an SPDX line" bash -c "cd '$ROOT' && /usr/bin/python3 scripts/spdx.py"
 
 echo "build checks: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """backend.py - the HTTP origin behind mod_proxy in the integration tests.
 
 Threaded stdlib server on 127.0.0.1:<random>. It records every request (method, path, headers

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """capture_agent.py - a fake Datadog agent for the integration tests.
 
 It accepts PUT/POST /v0.4/traces over TCP (127.0.0.1, random port) or a unix socket, decodes the

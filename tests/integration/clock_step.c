@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* clock_step.c - an LD_PRELOAD shim for test_215_clock_steps.py: steps the wall clock of the
  * process it is loaded into (and its children) without touching the machine's clock.
  *

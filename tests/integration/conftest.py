@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """conftest.py - fixtures shared by the integration tests.
 
 - `--mpm event|worker|prefork` (or env DD_TEST_MPM) picks the MPM every httpd loads.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """helpers.py - small things the test files share: unique markers, gateway headers, span lookup."""
 
 import json

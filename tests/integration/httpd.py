@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """httpd.py - start, stop and inspect a real apache2 for the integration tests (pyhttpd style).
 
 An `Httpd` owns a directory made with tempfile.mkdtemp and opened to 0755 (apache children run

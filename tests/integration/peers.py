@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """peers.py - Datadog's own tracers as peers of the module in the integration tests (issue 15).
 
 `NodePeer` runs tests/peers/dd-trace-js/app.js: a small Node.js web app traced by the real

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_000_harness.py - the test tools test themselves: the capture agent applies the test
 agent's checks (and finds what it should), the backend answers as documented, and the harness
 starts and stops a plain apache2 (without mod_dd_proxy) cleanly. Needs no module."""

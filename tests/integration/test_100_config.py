@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_100_config.py - CONTRACT section 2: every directive is validated when the config is
 read; `apache2 -t` fails with a message naming the directive and the bad value, and directives
 are accepted only in the contexts the table lists."""

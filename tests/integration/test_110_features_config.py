@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_110_features_config.py - the tracer features' directives are checked when the config is
 read (`apache2 -t` names the directive and the bad value), accepted in S and V only; bad
 environment values are reported once at startup (DDP600x) and the defaults apply."""

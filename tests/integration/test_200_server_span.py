@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_200_server_span.py - CONTRACT section 3.1: the span every traced request makes."""
 
 import re

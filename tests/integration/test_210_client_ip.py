@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_210_client_ip.py - http.client_ip and network.client.ip (README "Client IP").
 
 - Default (DDTraceClientIP unset, DD_TRACE_CLIENT_IP_ENABLED unset): http.client_ip is httpd's

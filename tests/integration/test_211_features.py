@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_211_features.py - header tags, server error statuses and query strings in http.url, set
 by directives (README "Tracer features"); the environment variables are test_212's."""
 

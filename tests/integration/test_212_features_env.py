@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_212_features_env.py - the tracers' environment variables for the tracer features:
 DD_TRACE_HEADER_TAGS, DD_TRACE_HTTP_SERVER_ERROR_STATUSES, DD_HTTP_SERVER_TAG_QUERY_STRING,
 DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP, DD_TAGS' forms and unified service tagging,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_215_clock_steps.py - a wall-clock step never stops sampling or bends durations
 (issue 16 item 1; CONTRACT sections 3 and 5).
 

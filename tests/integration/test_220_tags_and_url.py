@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_220_tags_and_url.py - configured tags and http.url (issue 16 item 6, issue 18 items 4
 and 5).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_230_early_errors.py - requests httpd rejects itself while reading them (issue 18 item 2).
 
 A bad or missing Host, a malformed header line, an unknown Transfer-Encoding, a bad

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_300_gateway.py - CONTRACT section 3.2: the inferred span for API gateways.
 
 One httpd, one port per setting:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_310_gateway_bad.py - CONTRACT sections 3.2 and 8: invalid gateway headers make no
 inferred span; the request is still served and traced (server span, parent 0), and the response
 is what the same httpd without the module would send (status, body, headers but Date/Server).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_320_strip_paths.py - CONTRACT section 3.2: with DDInferredProxy On the x-dd-proxy*
 headers never reach a handler, whatever path the request takes to it (issue 18 item 1).
 

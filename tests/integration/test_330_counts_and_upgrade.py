@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_330_counts_and_upgrade.py - what is counted is what is made, and an HTTP/1.1 request
 upgraded to HTTP/2 (Upgrade: h2c) is traced once (issue 18 item 7).
 

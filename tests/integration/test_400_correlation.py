@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_400_correlation.py - CONTRACT section 3.3: what a request leaves behind. The access log's
 %{dd.trace_id}n / %{dd.span_id}n (and DD_TRACE_ID / DD_SPAN_ID in the subprocess environment)
 name the trace and server span the agent received; the backend gets the context with the server

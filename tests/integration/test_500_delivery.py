@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_500_delivery.py - CONTRACT section 6: getting chunks to the agent, over TCP and a unix
 socket, exactly once, with the agent's headers; requests never wait on (or fail because of)
 the agent; what is queued is sent when httpd stops."""

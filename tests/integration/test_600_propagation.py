@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_600_propagation.py - CONTRACT sections 3.3 and 4 (issue 3): trace context in and out.
 
 Every request goes through mod_proxy (ProxyPass /api/) to the recording backend, so each test

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_620_peers_w3c_and_links.py - issue 15 "already measured": W3C re-parenting and span
 links for conflicting contexts, in httpd and next to dd-trace-js (tests/peers/dd-trace-js).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_621_peers_gateway_vs_dd_trace_js.py - issue 15 item 1(a): the module's gateway span next
 to the one Datadog's own Node.js tracer (dd-trace, tests/peers/dd-trace-js) makes of the same
 headers, field by field.

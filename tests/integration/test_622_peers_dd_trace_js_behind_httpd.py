@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_622_peers_dd_trace_js_behind_httpd.py - issue 15 item 1(b): Datadog's Node.js tracer
 (tests/peers/dd-trace-js) behind httpd's mod_proxy continues httpd's trace.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_700_sampling.py - CONTRACT section 5 (issue 4): the sampling decision at the local root.
 
 Decisions are made deterministic by sending known trace ids (x-datadog-trace-id + parent id,

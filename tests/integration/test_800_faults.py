@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_800_faults.py - CONTRACT sections 6, 7 and 8 (issue 5): the agent misbehaves, requests do
 not notice, the counters say what happened, and delivery resumes by itself.
 

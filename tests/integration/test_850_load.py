@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_850_load.py - CONTRACT sections 6, 7 and 8 under load (issue 5): at least 50,000 gateway
 requests at concurrency 64 with wrk (Debian's /usr/bin/wrk, loopback only, bounded in count and
 time), on the MPM the suite runs with (--mpm; CI runs all three).

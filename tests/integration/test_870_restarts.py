@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_870_restarts.py - CONTRACT section 6 (issue 5): what children queued is sent when they go
 away (graceful restart, hard restart, stop, graceful-stop), and a hung agent cannot hold a stop.
 

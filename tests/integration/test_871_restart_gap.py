@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_871_restart_gap.py - issue 14: a graceful restart never pauses serving, whatever the
 agent does. Under a steady stream of requests, the longest gap between two served responses
 around `apache2 -k graceful` is measured with the module and the agent up, refusing

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_872_recycling.py - issue 14.2 and 14.3: children that the MPM recycles and replaces
 lose no trace and send none twice; counters reconcile; shared memory does not grow across
 100 graceful restarts; two httpds on one host share one agent but never their counters.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_880_cgi_fds.py - a CGI inherits no descriptor of the module's (issue 18 item 3).
 
 The CGI lists its open descriptors (/proc/self/fd, readlink). It runs with mod_cgi under prefork

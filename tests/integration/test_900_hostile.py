@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_900_hostile.py - CONTRACT sections 3.2 and 8 (issue 6): anyone can send x-dd-proxy*
 headers; nothing they send hurts httpd.
 

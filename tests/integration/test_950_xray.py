@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_950_xray.py - issue 17: httpd records its own X-Ray segment (with a subsegment per
 proxied call) and sends it to the daemon over UDP; X-Amzn-Trace-Id in and out; one request
 under the same ids in Datadog and X-Ray; the daemon absent; large segments split; counters.

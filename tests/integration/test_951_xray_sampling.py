@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_951_xray_sampling.py - issue 17 item 3: sampling as X-Ray does it.
 
 Each test runs its own fake daemon (xray_daemon.py) serving the rules and targets it chooses,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_952_xray_sdk.py - issue 17 item 5: the official AWS X-Ray SDK for Node.js (npm
 aws-xray-sdk-core + aws-xray-sdk-express 3.12.0, pinned in tests/peers/xray-sdk/package-lock.json,
 installed by scripts/peers.sh) as the reference.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_953_xray_config.py - issue 17: the X-Ray directives and their environment variables,
 and hostile X-Amzn-Trace-Id values.
 

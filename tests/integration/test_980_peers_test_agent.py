@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """test_980_peers_test_agent.py - issue 15 item 2: Datadog's APM test agent
 (DataDog/dd-apm-test-agent, the validator the tracers' own CI uses) as the module's agent.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """xray_daemon.py - a fake AWS X-Ray daemon for the integration tests (issue 17).
 
 UDP (127.0.0.1, random port): every datagram is checked as the daemon and X-Ray check it, plus

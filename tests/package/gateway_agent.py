@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """gateway_agent.py - the packaging test's Datadog agent stand-in.
 
 Starts the integration suite's capture agent (tests/integration/capture_agent.py) on

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # test_package.sh - the Debian package, end to end, on this machine's own apache2.
 #
 #   1. builds libapache2-mod-dd-proxy with `dpkg-buildpackage -us -uc -b` in a copy of the tree

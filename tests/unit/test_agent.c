@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_agent.c - unit tests for dd_agent: URL parsing (good URLs and what each bad one is
  * told), agent URL resolution from the environment, container id parsing, and real sends to a
  * small HTTP server run in a thread of this test, on 127.0.0.1 and on a unix socket. The

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_encode.c - spans -> msgpack, decoded back with msgpack-c's unpacker. */
 #include "unit.h"
 #include "dd_encode.h"

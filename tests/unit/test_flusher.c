@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_flusher.c - unit tests for lib/dd_flusher.c with a fake sender: payload framing
  * (checked with msgpack-c, an independent decoder), splitting under max_payload_bytes,
  * oversize and failed chunks dropped and counted, wake-ups, the interval, stop (flushing the

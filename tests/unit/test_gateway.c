@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_gateway.c - the x-dd-proxy* header parser against CONTRACT §3.2. */
 #include "unit.h"
 #include "dd_gateway.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_headers.c - header tags from request/response tables, addresses, and client IP
  * resolution with the cases of dd-trace-go's clientip tests and system-tests'
  * Test_StandardTagsClientIp. */

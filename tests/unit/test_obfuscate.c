@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_obfuscate.c - query string obfuscation: the system-tests' Test_StandardTagsUrl and
  * Test_Config_ObfuscationQueryStringRegexp cases, the cap, the limits, and what the tracers'
  * default does not catch (why http.url carries no query string unless asked). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_propagation.c - trace context extraction and injection (lib/dd_propagation.c) for the
  * datadog, tracecontext, b3multi and xray styles: exact values in, every malformed case
  * rejected, exact headers out, and round trips (extract(inject(x)) == x). */

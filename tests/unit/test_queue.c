@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_queue.c - unit tests for lib/dd_queue.c: single-thread semantics (FIFO, exact item and
  * byte limits, ownership, wrap-around), exact limits under contention, and a multi-producer
  * stress test with a concurrent consumer. Run it under ASan (leaks: destroy must free what it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_rates.c - unit tests for dd_rates: parsing agent responses, lookups with the fallback
  * key, rejection of bad entries, whole-table replacement, and a reader/writer stress test
  * (run it under ThreadSanitizer too) that must never observe a mix of two tables. */

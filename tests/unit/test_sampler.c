@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_sampler.c - unit tests for dd_sampler: rule parsing (good lists and every kind of bad
  * one, with the message each gives), globs (including patterns that would take exponential
  * time in a naive matcher), rule order and tag matching, the catch-all, keep/drop decisions

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_settings.c - booleans, DD_TAGS, header-tag lists and error-status sets, with the
  * tracers' own cases (dd-trace-py parse_tags_str, system-tests header_tag_vars.py,
  * dd-trace-js http-error-statuses.js). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_stats.c - the counters as JSON, and the last agent error's text. */
 #include "unit.h"
 #include "dd_stats.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_trace.c - spans built from a request (+ gateway), sampling, finishing. */
 #include "unit.h"
 #include "dd_trace.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_util.c - number parsing, hex, ids and UTF-8 cleaning. */
 #include "unit.h"
 #include "dd_util.h"

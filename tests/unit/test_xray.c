@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_xray.c - lib/dd_xray.c (trace ids, X-Amzn-Trace-Id, names, segment documents) and the
  * address/UDP parts of lib/dd_xray_daemon.c. Segment documents are parsed back with jansson
  * and checked field by field against X-Ray's segment document rules. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_xray_sampler.c - lib/dd_xray_sampler.c: X-Ray's rule matching, reservoirs, targets,
  * the poller (against a fake sampling API) and the lease; the shared state under threads
  * (run under ThreadSanitizer by check.sh) and across processes (fork over shared memory). */

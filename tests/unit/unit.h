@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* unit.h - the smallest test harness that can fail: CHECK records a failure with its line and
  * goes on; each test file's main() ends with UNIT_DONE(), which prints a summary line and
  * returns non-zero when anything failed. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 'use strict'
 // A small web app traced by Datadog's own Node.js tracer (dd-trace, pinned in package.json):
 // the peer the integration tests compare mod_dd_proxy with (tests/integration/peers.py).

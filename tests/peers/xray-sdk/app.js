@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // app.js - an Express app instrumented with the official AWS X-Ray SDK for Node.js, the
 // reference mod_dd_proxy's X-Ray segments are compared with (test_952_xray_sdk.py), and an
 // instrumented backend behind httpd's mod_proxy.
