@@ -127,6 +127,43 @@ static void on_agent_error(void *ctx, long http_status, const char *error)
                  error && *error ? error : status);
 }
 
+/* Agent discovery (issue 13.1), on the flusher thread: at its start and then every
+ * INFO_EVERY_MS. What the agent says it takes bounds the payloads; an agent older than /info
+ * (404), garbage or no answer leaves everything as configured. */
+#define INFO_EVERY_MS 60000
+#define INFO_TIMEOUT_MS 1000
+
+static void agent_discover(void *ctx, dd_flusher_t *f)
+{
+    static apr_time_t next; /* the flusher thread's alone */
+    apr_time_t now = apr_time_now();
+    dd_agent_info_t info;
+    char error[128];
+    (void)ctx;
+
+    if (now < next)
+        return;
+    next = now + apr_time_from_msec(INFO_EVERY_MS);
+    if (dd_agent_info(child.agent, INFO_TIMEOUT_MS, &info, error, sizeof(error)) != 0) {
+        dd_stats_add(&dd_proxy_stats->agent_info_errors, 1);
+        dd_flusher_set_max_payload(f, 0);
+        return;
+    }
+    dd_stats_add(&dd_proxy_stats->agent_info_fetched, 1);
+    atomic_store_explicit(&dd_proxy_stats->agent_client_drop_p0s, (uint64_t)info.client_drop_p0s,
+                          memory_order_relaxed);
+    atomic_store_explicit(&dd_proxy_stats->agent_max_request_bytes,
+                          (uint64_t)info.max_request_bytes, memory_order_relaxed);
+    dd_flusher_set_max_payload(f, (size_t)info.max_request_bytes);
+}
+
+static void flusher_tick(void *ctx, dd_flusher_t *f, int final)
+{
+    if (!final)
+        agent_discover(ctx, f);
+    dd_proxy_xray_flusher_tick(ctx, f, final); /* X-Ray segments and sampling (issue 17) */
+}
+
 static void agent_interrupt(void *ctx)
 {
     dd_agent_interrupt(ctx);
@@ -264,7 +301,8 @@ static void child_init(apr_pool_t *p, server_rec *s)
     fc.send_timeout_ms = SEND_TIMEOUT_MS;
     fc.stop_deadline_ms = STOP_DEADLINE_MS;
     fc.on_error = on_agent_error;
-    fc.tick = dd_proxy_xray_flusher_tick; /* X-Ray segments and sampling (issue 17) */
+    fc.tick = flusher_tick; /* agent discovery, X-Ray segments and sampling */
+    fc.on_start = agent_discover;
     fc.interrupt = agent_interrupt;
     fc.detach = detach_flush; /* exit without a pause: a graceful restart waits for no agent */
     rv = dd_flusher_start(p, &fc, &child.flusher);

@@ -65,6 +65,8 @@ int dd_proxy_status_hook(request_rec *r, int flags)
         {"BytesSent", &dd_proxy_stats->bytes_sent},
         {"AgentErrors", &dd_proxy_stats->agent_errors},
         {"AgentRatesRejected", &dd_proxy_stats->agent_rates_rejected},
+        {"AgentInfoFetched", &dd_proxy_stats->agent_info_fetched},
+        {"AgentInfoErrors", &dd_proxy_stats->agent_info_errors},
         {"ExitFlushesDetached", &dd_proxy_stats->exit_flushes_detached},
         {"ExitChunksHandedOff", &dd_proxy_stats->exit_chunks_handed_off},
     };

@@ -24,8 +24,10 @@
 
 #include <apr_strings.h>
 #include <curl/curl.h>
+#include <jansson.h>
 
 #define TRACES_PATH "/v0.4/traces"
+#define INFO_PATH "/info"
 #define BODY_CAP (64 * 1024)     /* response bytes kept; the rest is read and dropped */
 #define CONNECT_TIMEOUT_MS 1000L /* the agent is local: a slow connect means it is down */
 
@@ -316,6 +318,8 @@ void dd_agent_global_init(void)
 struct dd_agent {
     CURL *curl;
     char *url;                  /* base + TRACES_PATH */
+    char *info_url;             /* base + INFO_PATH */
+    CURL *info_curl;            /* made at the first dd_agent_info */
     char *socket;               /* unix socket path, or NULL */
     struct curl_slist *headers; /* the headers that never change */
     /* X-Datadog-Trace-Count changes per send: one list node kept here, in front of headers,
@@ -527,14 +531,17 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
     a->lock_made = 1;
     a->curl = curl_easy_init();
     a->url = malloc(strlen(url->base) + sizeof(TRACES_PATH));
+    a->info_url = malloc(strlen(url->base) + sizeof(INFO_PATH));
     if (url->is_unix)
         a->socket = strdup(url->socket);
-    if (!a->curl || !a->url || (url->is_unix && !a->socket) || dd_agent_curl_cloexec(a->curl)) {
+    if (!a->curl || !a->url || !a->info_url || (url->is_unix && !a->socket) || dd_agent_curl_cloexec(a->curl)) {
         dd_agent_destroy(a);
         return NULL;
     }
     strcpy(a->url, url->base);
     strcat(a->url, TRACES_PATH);
+    strcpy(a->info_url, url->base);
+    strcat(a->info_url, INFO_PATH);
 
     ok = ok && add_header(&a->headers, "Content-Type", "application/msgpack");
     ok = ok && add_header(&a->headers, "Datadog-Meta-Lang", "c");
@@ -588,6 +595,9 @@ void dd_agent_destroy(dd_agent_t *a)
         return;
     if (a->curl)
         curl_easy_cleanup(a->curl);
+    if (a->info_curl)
+        curl_easy_cleanup(a->info_curl);
+    free(a->info_url);
     if (a->lock_made)
         pthread_mutex_destroy(&a->sock_lock);
     curl_slist_free_all(a->headers);
@@ -675,3 +685,84 @@ int dd_agent_send(dd_agent_t *a, const char *body, size_t len, size_t ntraces, l
     }
     return 0;
 }
+
+/* --- agent discovery: GET /info (issue 13.1) ------------------------------------------------ */
+
+int dd_agent_info_parse(const char *body, size_t len, dd_agent_info_t *out)
+{
+    json_t *root, *v, *e;
+    const char *s;
+    size_t i;
+
+    memset(out, 0, sizeof(*out));
+    root = body ? json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return -1;
+    }
+    if ((s = json_string_value(json_object_get(root, "version"))) != NULL)
+        snprintf(out->version, sizeof(out->version), "%s", s);
+    json_array_foreach(json_object_get(root, "endpoints"), i, e)
+    {
+        if (!(s = json_string_value(e)))
+            continue;
+        out->v05_traces |= strcmp(s, "/v0.5/traces") == 0;
+        out->stats |= strcmp(s, "/v0.6/stats") == 0;
+        out->remote_config |= strcmp(s, "/v0.7/config") == 0;
+    }
+    out->client_drop_p0s = json_is_true(json_object_get(root, "client_drop_p0s"));
+    out->span_meta_structs = json_is_true(json_object_get(root, "span_meta_structs"));
+    out->peer_tags = json_array_size(json_object_get(root, "peer_tags"));
+    v = json_object_get(json_object_get(root, "config"), "max_request_bytes");
+    if (json_is_integer(v) && json_integer_value(v) > 0)
+        out->max_request_bytes = (long long)json_integer_value(v);
+    json_decref(root);
+    return 0;
+}
+
+int dd_agent_info(dd_agent_t *a, long timeout_ms, dd_agent_info_t *out, char *error, size_t size)
+{
+    capture_t cap = {0};
+    CURLcode rc;
+    long status = 0;
+    int ok = 1;
+
+    memset(out, 0, sizeof(*out));
+    snprintf(error, size, "no agent client");
+    if (!a)
+        return -1;
+    if (!a->info_curl) {
+        a->info_curl = curl_easy_init();
+        ok = a->info_curl && dd_agent_curl_cloexec(a->info_curl) == 0;
+        ok = ok && curl_easy_setopt(a->info_curl, CURLOPT_URL, a->info_url) == CURLE_OK;
+        if (ok && a->socket)
+            ok = curl_easy_setopt(a->info_curl, CURLOPT_UNIX_SOCKET_PATH, a->socket) == CURLE_OK;
+        ok = ok && curl_easy_setopt(a->info_curl, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
+        ok = ok && curl_easy_setopt(a->info_curl, CURLOPT_NOPROXY, "*") == CURLE_OK;
+        ok = ok && curl_easy_setopt(a->info_curl, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK;
+        if (!ok) {
+            if (a->info_curl)
+                curl_easy_cleanup(a->info_curl);
+            a->info_curl = NULL;
+            return -1;
+        }
+    }
+    curl_easy_setopt(a->info_curl, CURLOPT_TIMEOUT_MS, timeout_ms < 1 ? 1L : timeout_ms);
+    curl_easy_setopt(a->info_curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     timeout_ms < CONNECT_TIMEOUT_MS ? timeout_ms : CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(a->info_curl, CURLOPT_WRITEDATA, &cap);
+    rc = curl_easy_perform(a->info_curl);
+    curl_easy_setopt(a->info_curl, CURLOPT_WRITEDATA, NULL);
+    curl_easy_getinfo(a->info_curl, CURLINFO_RESPONSE_CODE, &status);
+    if (rc != CURLE_OK)
+        snprintf(error, size, "%s", curl_easy_strerror(rc));
+    else if (status != 200)
+        snprintf(error, size, "HTTP %ld", status);
+    else if (dd_agent_info_parse(cap.buf, cap.len, out) != 0)
+        snprintf(error, size, "not a JSON object");
+    else
+        error[0] = '\0';
+    free(cap.buf);
+    return error[0] ? -1 : 0;
+}
+

@@ -65,6 +65,27 @@ typedef struct {
                       * all sent), so sending it again cannot make a duplicate */
 } dd_agent_result_t;
 
+/* What the agent's GET /info says (issue 13.1): the Datadog agent 7.28+ answers it; older
+ * agents answer 404. Fields the answer lacks stay 0. */
+typedef struct {
+    char version[64];            /* "7.52.0", or "" */
+    int v05_traces;              /* endpoints announced */
+    int stats;                   /* /v0.6/stats: client-side stats accepted */
+    int remote_config;           /* /v0.7/config */
+    int client_drop_p0s;         /* it accepts that the tracer drops unsampled traces */
+    int span_meta_structs;
+    size_t peer_tags;            /* how many peer tags it aggregates on */
+    long long max_request_bytes; /* config.max_request_bytes: the largest payload it takes */
+} dd_agent_info_t;
+
+/* Parses an /info body. Returns 0 for a JSON object (whatever fields it has), -1 otherwise. */
+int dd_agent_info_parse(const char *body, size_t len, dd_agent_info_t *out);
+
+/* GET /info within timeout_ms, on a connection of its own (the trace connection is left as
+ * it is). Returns 0 and fills *out when the agent answered 200 with a JSON object; -1 with
+ * error filled otherwise (a 404 from an older agent, garbage, no answer). */
+int dd_agent_info(dd_agent_t *a, long timeout_ms, dd_agent_info_t *out, char *error, size_t size);
+
 /* POSTs one payload (a msgpack array of ntraces chunks) to /v0.4/traces within timeout_ms.
  * Returns 0 when the agent answered 2xx, -1 otherwise; *res says what happened. Free
  * res->body with free(). */

@@ -65,6 +65,7 @@ struct dd_flusher {
     size_t cap;         /* allocated size of buf */
     size_t used;        /* bytes of chunks after the DD_HDR_MAX gap */
     size_t nchunks;     /* chunks in the payload being built */
+    size_t max_payload_conf; /* conf.max_payload_bytes as configured (the agent may lower it) */
 };
 
 static long long now_ms(void)
@@ -267,6 +268,19 @@ static size_t drain_round(dd_flusher_t *f, long timeout_ms, size_t *popped)
     return sent;
 }
 
+void dd_flusher_set_max_payload(dd_flusher_t *f, size_t max)
+{
+    if (f == NULL) {
+        return;
+    }
+    if (max < 64 || max > f->max_payload_conf) {
+        max = f->max_payload_conf; /* nonsense, or more than httpd's configuration allows */
+    }
+    if (f->used == 0) {
+        f->conf.max_payload_bytes = max; /* between payloads: nothing to re-split */
+    }
+}
+
 size_t dd_flusher_drain_once(dd_flusher_t *f, long timeout_ms)
 {
     size_t popped;
@@ -314,6 +328,9 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
     long long next = now_ms() + f->conf.interval_ms;
 
     pthread_setname_np(pthread_self(), "dd-flusher"); /* for top, perf and the benchmarks */
+    if (f->conf.on_start != NULL) {
+        f->conf.on_start(f->conf.tick_ctx, f);
+    }
 
     while (!atomic_load_explicit(&f->stopping, memory_order_acquire)) {
         struct pollfd pfd = {.fd = f->wake_rd, .events = POLLIN, .revents = 0};
@@ -408,6 +425,7 @@ int dd_flusher_create(apr_pool_t *p, const dd_flusher_conf_t *conf, dd_flusher_t
     if (f->conf.max_payload_bytes > SIZE_MAX / 4) {
         f->conf.max_payload_bytes = SIZE_MAX / 4; /* keeps the buffer arithmetic in range */
     }
+    f->max_payload_conf = f->conf.max_payload_bytes;
     f->wake_rd = f->wake_wr = -1;
     atomic_init(&f->wake_pending, false);
     atomic_init(&f->stopping, false);

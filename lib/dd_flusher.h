@@ -50,6 +50,8 @@ typedef struct {
      * holds, quickly). f lets it ask for early wake-ups (dd_flusher_wake). May be NULL. */
     void (*tick)(void *ctx, dd_flusher_t *f, int final);
     void *tick_ctx;
+    /* Called once from the thread before its first wait (with tick_ctx); may be NULL. */
+    void (*on_start)(void *ctx, dd_flusher_t *f);
     /* Child exit without a pause (issue 14). With detach set, dd_flusher_stop does not send
      * what is left itself: it ends a send in progress (interrupt, called with sender.ctx; may
      * be NULL), joins the thread, and hands what is left to a detached process (forked twice,
@@ -73,6 +75,11 @@ void dd_flusher_wake(dd_flusher_t *f);
 /* Sends what is left (within conf->stop_deadline_ms; in a detached process when conf->detach
  * is set) and joins the thread. Idempotent. */
 void dd_flusher_stop(dd_flusher_t *f);
+
+/* From the consumer's thread only (a tick): payloads from now on are at most max bytes
+ * (what the agent says it takes); 0 or more than the configured limit keeps the configured
+ * limit. */
+void dd_flusher_set_max_payload(dd_flusher_t *f, size_t max);
 
 /* Drains the queue once and sends, in the calling thread (what the thread does on each tick;
  * exposed for unit tests and benchmarks). Returns the number of chunks sent successfully. */

@@ -184,6 +184,10 @@ char *dd_stats_to_json(dd_stats_t *s)
         bad |= put_u64(o, "bytes_sent", &s->bytes_sent);
         bad |= put_u64(o, "agent_errors", &s->agent_errors);
         bad |= put_u64(o, "agent_rates_rejected", &s->agent_rates_rejected);
+        bad |= put_u64(o, "agent_info_fetched", &s->agent_info_fetched);
+        bad |= put_u64(o, "agent_info_errors", &s->agent_info_errors);
+        bad |= put_u64(o, "agent_client_drop_p0s", &s->agent_client_drop_p0s);
+        bad |= put_u64(o, "agent_max_request_bytes", &s->agent_max_request_bytes);
         bad |= put_u64(o, "exit_flushes_detached", &s->exit_flushes_detached);
         bad |= put_u64(o, "exit_chunks_handed_off", &s->exit_chunks_handed_off);
         bad |= json_object_set_new(last, "time",

@@ -43,6 +43,12 @@ typedef struct {
     atomic_uint_fast64_t agent_rates_rejected;
     /* Child exit (issue 14): final flushes handed to a detached process, and their chunks
      * (what that process then sent or dropped is in chunks_sent / chunks_dropped). */
+    /* Agent discovery (issue 13.1): GET /info answered, failed (404 from an older agent,
+     * garbage, no answer); what it said last (0 until it said it). */
+    atomic_uint_fast64_t agent_info_fetched;
+    atomic_uint_fast64_t agent_info_errors;
+    atomic_uint_fast64_t agent_client_drop_p0s;   /* 0 or 1 */
+    atomic_uint_fast64_t agent_max_request_bytes; /* config.max_request_bytes */
     atomic_uint_fast64_t exit_flushes_detached;
     atomic_uint_fast64_t exit_chunks_handed_off;
     atomic_int_fast64_t last_agent_error_time; /* Unix seconds, 0 = never */

@@ -9,7 +9,8 @@ does that for every test that uses an agent).
 
 What it keeps: `payloads` (one record per trace request: method, path, headers, body size, the
 decoded chunks), `traces` (every chunk received, in arrival order), `other_requests` (anything
-that was not a v0.4 trace request). `wait_for*` helpers poll those with a timeout.
+that was not a v0.4 trace request, GET /info among them). `wait_for*` helpers poll those
+with a timeout. `info` sets what GET /info answers (None: 404, as an agent older than /info).
 
 Fault modes (set `agent.mode`, a plain attribute; `set_mode()` also sets the parameters):
   "ok"        answer 200 {"rate_by_service": ...}
@@ -243,6 +244,13 @@ class _Handler(BaseHTTPRequestHandler):
         agent = self.server.agent
         path = self.path.split("?", 1)[0]
         body, clen = self._read_body()
+        if path == "/info" and self.command == "GET" and agent.info is not None:
+            agent._record_other(self.command, self.path, self.headers, body)
+            if agent.info == "garbage":
+                self._send(200, b"\x00\xff{{not json" + b"\xc1" * 32)
+            else:
+                self._send(200, json.dumps(agent.info).encode())
+            return
         if path not in TRACE_PATHS or self.command not in ("PUT", "POST"):
             agent._record_other(self.command, self.path, self.headers, body)
             self._send(404, b'{"error": "not found"}')
@@ -325,6 +333,9 @@ class CaptureAgent:
         self.stall_seconds = 5.0
         self.status_code = 500
         self._mode = "ok"
+        # GET /info (issue 13.1): None answers 404 (an agent older than /info), a dict is the
+        # JSON answer, "garbage" answers 200 with a body that is not JSON
+        self.info = None
         self.defer = False
         self._deferred = []
         self._conns = set()  # open connections: stop() closes them too (kept-alive ones)

@@ -864,6 +864,31 @@ static void test_descriptors_close_on_exec(void)
     server_stop(&s);
 }
 
+/* GET /info's answer (issue 13.1): the fields used, an agent that says little, and garbage. */
+static void test_info_parse(void)
+{
+    dd_agent_info_t in;
+    const char *full =
+        "{\"version\":\"7.52.0\",\"endpoints\":[\"/v0.4/traces\",\"/v0.5/traces\",\"/v0.6/stats\","
+        "\"/v0.7/config\",7],\"client_drop_p0s\":true,\"span_meta_structs\":false,"
+        "\"peer_tags\":[\"peer.service\",\"db.instance\"],\"config\":{\"max_request_bytes\":25000000}}";
+
+    CHECK(dd_agent_info_parse(full, strlen(full), &in) == 0);
+    CHECK_STR(in.version, "7.52.0");
+    CHECK(in.v05_traces && in.stats && in.remote_config && in.client_drop_p0s);
+    CHECK(!in.span_meta_structs);
+    CHECK(in.peer_tags == 2);
+    CHECK(in.max_request_bytes == 25000000);
+    CHECK(dd_agent_info_parse("{}", 2, &in) == 0); /* an agent that says nothing: all 0 */
+    CHECK(!in.stats && !in.client_drop_p0s && in.max_request_bytes == 0 && !in.version[0]);
+    CHECK(dd_agent_info_parse("{\"config\":{\"max_request_bytes\":-5},\"version\":7}", 47, &in) ==
+          0);
+    CHECK(in.max_request_bytes == 0 && !in.version[0]);
+    CHECK(dd_agent_info_parse("[1,2]", 5, &in) == -1);
+    CHECK(dd_agent_info_parse("\x00\xff{{", 5, &in) == -1);
+    CHECK(dd_agent_info_parse(NULL, 0, &in) == -1);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -874,6 +899,7 @@ int main(void)
 
     test_url_good();
     test_url_bad();
+    test_info_parse();
     test_env();
     test_container_id();
     test_send_tcp();
