@@ -90,18 +90,24 @@ const char *dd_span_get_meta(const dd_span_t *s, const char *key)
     return NULL;
 }
 
-void dd_span_set_metric(dd_span_t *s, const char *key, double value)
+void dd_span_set_metric_n(dd_span_t *s, const char *key, uint32_t klen, double value)
 {
     dd_metric_t *m = (dd_metric_t *)s->metrics->elts;
     for (int i = 0; i < s->metrics->nelts; i++) {
         if (same_key(m[i].key, key)) {
             m[i].value = value;
-            return;
+            return; /* the same key: its klen stays right */
         }
     }
     dd_metric_t *n = apr_array_push(s->metrics);
     n->key = key;
     n->value = value;
+    n->klen = klen;
+}
+
+void dd_span_set_metric(dd_span_t *s, const char *key, double value)
+{
+    dd_span_set_metric_n(s, key, 0, value);
 }
 
 int dd_span_get_metric(const dd_span_t *s, const char *key, double *value)
