@@ -47,6 +47,8 @@ void dd_span_put_meta(dd_span_t *s, const dd_meta_t *tag)
 {
     dd_meta_t *m = (dd_meta_t *)s->meta->elts;
     for (int i = 0; i < s->meta->nelts; i++) {
+        if (tag->klen && m[i].klen && tag->klen != m[i].klen)
+            continue; /* both lengths known and different: another key, no strcmp */
         if (same_key(m[i].key, tag->key)) {
             if (tag->value) {
                 m[i].value = tag->value;
