@@ -60,7 +60,7 @@ if [ "${DD_BENCH_NO_BUILD:-0}" != 1 ] || [ ! -x "$BUILD/bench-bin/micro" ]; then
         echo "the module did not build" >&2
         exit 1
     }
-    PKGS="apr-1 apr-util-1 jansson libcurl msgpack"
+    PKGS="apr-1 apr-util-1 jansson libcurl msgpack libpcre2-8"
     mkdir -p "$BUILD/bench-bin"
     # shellcheck disable=SC2046
     gcc -std=gnu11 -O2 -g -I"$BUILD/lib" $(pkg-config --cflags $PKGS) \

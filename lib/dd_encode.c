@@ -273,7 +273,7 @@ static void pack_span(buf_t *b, const dd_span_t *s)
     KEY(b, "metrics");
     mp_map(b, (size_t)s->metrics->nelts);
     for (int i = 0; i < s->metrics->nelts; i++) {
-        pack_str(b, metrics[i].key);
+        pack_known(b, metrics[i].key, metrics[i].klen);
         mp_double(b, metrics[i].value);
     }
     if (has_links) {

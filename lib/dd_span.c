@@ -48,6 +48,8 @@ void dd_span_put_meta(dd_span_t *s, const dd_meta_t *tag)
 {
     dd_meta_t *m = (dd_meta_t *)s->meta->elts;
     for (int i = 0; i < s->meta->nelts; i++) {
+        if (tag->klen && m[i].klen && tag->klen != m[i].klen)
+            continue; /* both lengths known and different: another key, no strcmp */
         if (same_key(m[i].key, tag->key)) {
             if (tag->value) {
                 m[i].value = tag->value;
@@ -91,18 +93,24 @@ const char *dd_span_get_meta(const dd_span_t *s, const char *key)
     return NULL;
 }
 
-void dd_span_set_metric(dd_span_t *s, const char *key, double value)
+void dd_span_set_metric_n(dd_span_t *s, const char *key, uint32_t klen, double value)
 {
     dd_metric_t *m = (dd_metric_t *)s->metrics->elts;
     for (int i = 0; i < s->metrics->nelts; i++) {
         if (same_key(m[i].key, key)) {
             m[i].value = value;
-            return;
+            return; /* the same key: its klen stays right */
         }
     }
     dd_metric_t *n = apr_array_push(s->metrics);
     n->key = key;
     n->value = value;
+    n->klen = klen;
+}
+
+void dd_span_set_metric(dd_span_t *s, const char *key, double value)
+{
+    dd_span_set_metric_n(s, key, 0, value);
 }
 
 int dd_span_get_metric(const dd_span_t *s, const char *key, double *value)

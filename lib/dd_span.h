@@ -29,6 +29,7 @@ typedef struct {
 typedef struct {
     const char *key;
     double value;
+    uint32_t klen; /* as dd_meta_t's: the key's length when known clean, else 0 */
 } dd_metric_t;
 
 /* A span link (the agent's span.proto SpanLink): a reference to a span of another trace, e.g.
@@ -108,6 +109,9 @@ void dd_span_apply_tagset(dd_span_t *s, const dd_tagset_t *t);
 
 /* Sets (or replaces) a metric. */
 void dd_span_set_metric(dd_span_t *s, const char *key, double value);
+/* The same with the key's length (dd_span_set_metric_n(s, DD_LIT("process_id"), v)), which says
+ * the key has no control characters: the encoder copies it without measuring it. */
+void dd_span_set_metric_n(dd_span_t *s, const char *key, uint32_t klen, double value);
 /* Returns 1 and stores the value when the metric exists, else 0. */
 int dd_span_get_metric(const dd_span_t *s, const char *key, double *value);
 

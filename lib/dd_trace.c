@@ -195,7 +195,7 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         ADD(s, "http.useragent", user_agent);
     set_common_meta(s, conf);
     set_base_service(p, s, conf);
-    dd_span_set_metric(s, "_dd.inferred_span", 1);
+    dd_span_set_metric_n(s, DD_LIT("_dd.inferred_span"), 1);
     return s;
 }
 
@@ -228,13 +228,13 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
     cut = ua_cut;
     t->server = make_server_span(p, conf, req, gw, user_agent, &cut);
     if (cut)
-        dd_span_set_metric(t->server, "_dd.proxy.truncated", 1);
+        dd_span_set_metric_n(t->server, DD_LIT("_dd.proxy.truncated"), 1);
     t->server->span_id = dd_random_id(1);
     if (gw) {
         cut = ua_cut || gw->truncated;
         t->inferred = make_inferred_span(p, conf, req, gw, user_agent, &cut);
         if (cut)
-            dd_span_set_metric(t->inferred, "_dd.proxy.truncated", 1);
+            dd_span_set_metric_n(t->inferred, DD_LIT("_dd.proxy.truncated"), 1);
         t->inferred->span_id = dd_random_id(1);
         t->inferred->parent_id = t->parent.parent_id;
         t->server->parent_id = t->inferred->span_id;
@@ -253,7 +253,7 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
             dd_span_add_meta_n(s, DD_LIT("language"), DD_LIT("c")); /* Datadog-Meta-Lang: c */
         }
         if (conf->pid > 0)
-            dd_span_set_metric(s, "process_id", (double)conf->pid);
+            dd_span_set_metric_n(s, DD_LIT("process_id"), (double)conf->pid);
     }
     if (high) {
         char *hex = apr_palloc(p, 17);
@@ -318,7 +318,7 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
 
     if (t->parent.priority != DD_PRIORITY_UNSET) {
         t->priority = t->parent.priority; /* decided upstream: honoured as is */
-        dd_span_set_metric(root, "_sampling_priority_v1", t->priority);
+        dd_span_set_metric_n(root, DD_LIT("_sampling_priority_v1"), t->priority);
         return;
     }
     in.service = root->service;
@@ -330,13 +330,13 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     dd_sample(conf->rules, limiter, rates, &in, now_mono_ns, &d);
 
     t->priority = d.priority;
-    dd_span_set_metric(root, "_sampling_priority_v1", d.priority);
+    dd_span_set_metric_n(root, DD_LIT("_sampling_priority_v1"), d.priority);
     if (d.mechanism == 3) {
-        dd_span_set_metric(root, "_dd.rule_psr", d.rate);
+        dd_span_set_metric_n(root, DD_LIT("_dd.rule_psr"), d.rate);
         if (d.limiter_used)
-            dd_span_set_metric(root, "_dd.limit_psr", d.limit_psr);
+            dd_span_set_metric_n(root, DD_LIT("_dd.limit_psr"), d.limit_psr);
     } else {
-        dd_span_set_metric(root, "_dd.agent_psr", d.rate);
+        dd_span_set_metric_n(root, DD_LIT("_dd.agent_psr"), d.rate);
     }
     /* _dd.p.ksr: the rate a rule or the agent's rates applied, propagated with the trace (keep
      * or drop) so that downstream and the backend know the probability (dd-trace-js

@@ -47,7 +47,7 @@ static void test_two_spans(void)
     a->error = 1;
     dd_span_set_meta(a, "component", "aws-apigateway");
     dd_span_set_meta(a, "http.status_code", "500");
-    dd_span_set_metric(a, "_dd.inferred_span", 1);
+    dd_span_set_metric_n(a, DD_LIT("_dd.inferred_span"), 1); /* known length */
     dd_span_set_metric(a, "_dd.agent_psr", 0.25);
     *b = *a;
     b->meta = apr_array_make(pool, 1, sizeof(dd_meta_t));
@@ -93,6 +93,8 @@ static void test_two_spans(void)
         CHECK(metrics && metrics->via.map.size == 2);
         o = metrics ? map_get(metrics, "_dd.agent_psr") : NULL;
         CHECK(o && o->type == MSGPACK_OBJECT_FLOAT64 && o->via.f64 == 0.25);
+        o = metrics ? map_get(metrics, "_dd.inferred_span") : NULL; /* a key of known length */
+        CHECK(o && o->type == MSGPACK_OBJECT_FLOAT64 && o->via.f64 == 1);
         o = map_get(s1, "parent_id");
         CHECK(o && o->via.u64 == 7);
         o = map_get(s1, "duration");
