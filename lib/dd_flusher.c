@@ -56,6 +56,7 @@ struct dd_flusher {
      * sends nothing more and keeps what it holds (the payload being built, the queue). */
     atomic_bool handoff;
     atomic_bool thread_done; /* the thread has left flusher_main's loop and is about to return */
+    atomic_bool last_failed; /* the last send failed: a stop interrupts the next one at once */
     /* Monotonic milliseconds by which the final flush must be over; 0 until stop. Read before
      * every send, so a stop that arrives while the thread is sending still bounds the rest. */
     atomic_llong stop_at_ms;
@@ -196,9 +197,11 @@ static size_t payload_send(dd_flusher_t *f, long timeout_ms)
             f->used = len - hlen;
             return 0;
         }
+        atomic_store_explicit(&f->last_failed, true, memory_order_relaxed);
         record_failure(f, n, status, error);
         return 0;
     }
+    atomic_store_explicit(&f->last_failed, false, memory_order_relaxed);
     dd_stats_add(&st->chunks_sent, n);
     dd_stats_add(&st->payloads_sent, 1);
     dd_stats_add(&st->bytes_sent, len);
@@ -432,6 +435,7 @@ int dd_flusher_create(apr_pool_t *p, const dd_flusher_conf_t *conf, dd_flusher_t
     atomic_init(&f->stop_called, false);
     atomic_init(&f->handoff, false);
     atomic_init(&f->thread_done, false);
+    atomic_init(&f->last_failed, false);
     atomic_init(&f->stop_at_ms, 0);
     if (pipe(fds) != 0) {
         return APR_FROM_OS_ERROR(errno);
@@ -562,7 +566,7 @@ void dd_flusher_stop(dd_flusher_t *f)
 {
     apr_status_t rv;
     ssize_t w;
-    int detach;
+    int detach, grace;
 
     if (f == NULL || atomic_exchange(&f->stop_called, true)) {
         return;
@@ -583,12 +587,14 @@ void dd_flusher_stop(dd_flusher_t *f)
      * the thread has already read. */
     w = write(f->wake_wr, "s", 1);
     (void)w;
+    /* an agent whose last answer was a failure gets no grace: it is not answering now */
+    grace = atomic_load_explicit(&f->last_failed, memory_order_relaxed) ? 0 : DD_GRACE_TICKS;
     /* A hand-off interrupts the send in progress, again until the thread is out: a send that
      * began just after one interrupt is ended by the next. */
     for (int i = 0; detach && f->conf.interrupt != NULL &&
                     !atomic_load_explicit(&f->thread_done, memory_order_acquire);
          i++) {
-        if (i >= DD_GRACE_TICKS && i % 20 == 0) { /* a healthy agent answers within the grace */
+        if (i >= grace && i % 20 == 0) { /* a healthy agent answers within the grace */
             f->conf.interrupt(f->conf.sender.ctx);
         }
         apr_sleep(250); /* µs: a child's exit is what a prefork restart waits for */
