@@ -70,10 +70,22 @@ def default_mpm():
     return mpm
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now and that this test run has not
+    handed out before: the kernel may offer a port again as soon as its probe
+    socket closes, and two Listen lines on one port make httpd refuse its
+    configuration (CI once drew the same port for both of a server's Listens)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no fresh loopback port in 200 tries")
 
 
 def make_shared_dir(prefix):
