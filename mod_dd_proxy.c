@@ -36,6 +36,7 @@
 #include <apr_atomic.h>
 
 #include "dd_agent.h"
+#include "dd_baggage.h"
 #include "dd_flusher.h"
 #include "dd_gateway.h"
 #include "dd_headers.h"
@@ -315,12 +316,39 @@ static void child_init(apr_pool_t *p, server_rec *s)
     apr_pool_pre_cleanup_register(p, NULL, child_closing);
 }
 
+/* DDPropagationStyle (else DD_TRACE_PROPAGATION_STYLE) with DDPropagationExtractFirst, and
+ * the baggage settings: global, resolved in post_config. */
+static dd_styles_t resolved_styles;
+static dd_baggage_limits_t baggage_limits;
+static const apr_array_header_t *baggage_tag_keys;
+
+static const dd_styles_t *styles(void)
+{
+    return &resolved_styles;
+}
+
+static void resolve_propagation(server_rec *s)
+{
+    const dd_srv_conf_t *c = dd_proxy_srv_conf(s);
+    resolved_styles = c->styles ? *c->styles : dd_proxy_env.styles;
+    resolved_styles.extract_first =
+        c->extract_first != UNSET ? c->extract_first : dd_proxy_env.extract_first;
+    baggage_limits.max_items =
+        (int)(c->baggage_max_items != UNSET ? c->baggage_max_items
+                                            : dd_proxy_env.baggage_max_items);
+    baggage_limits.max_bytes =
+        (size_t)(c->baggage_max_bytes != UNSET ? c->baggage_max_bytes
+                                               : dd_proxy_env.baggage_max_bytes);
+    baggage_tag_keys = c->baggage_tag_keys ? c->baggage_tag_keys : dd_proxy_env.baggage_tag_keys;
+}
+
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     (void)plog;
     (void)ptemp;
     dd_proxy_read_env(pconf, s);
     dd_proxy_resolve_features(pconf, s);
+    resolve_propagation(s);
     /* DD_TAGS beneath every server's own DDTags: each request's merged tags then hold both,
      * deduplicated, DDTag winning. */
     for (server_rec *v = s; v && dd_proxy_env.tags; v = v->next) {
@@ -356,6 +384,9 @@ typedef struct {
     dd_extracted_t inbound;
     int has_inbound;
     int trusted; /* the trace continues the inbound context */
+    int trust;   /* DD_TRUST_*: what the trace was built with */
+    apr_array_header_t *baggage; /* W3C baggage items read (dd_meta_t), or NULL */
+    const char *baggage_out;     /* what is injected, encoded once; NULL until then */
     int decided; /* the sampling decision is made (and so fixed for injection) */
     const apr_array_header_t *header_tags; /* DDTraceHeaderTags, for the response's too */
     /* An HTTP/1.1 request asking for a protocol upgrade (Upgrade: h2c), while it runs: */
@@ -380,12 +411,6 @@ static request_rec *first_request(request_rec *r)
     while (r->prev)
         r = r->prev;
     return r;
-}
-
-static const dd_styles_t *styles(void)
-{
-    const dd_srv_conf_t *main_conf = child.server ? dd_proxy_srv_conf(child.server) : NULL;
-    return main_conf && main_conf->styles ? main_conf->styles : &dd_proxy_env.styles;
 }
 
 static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc)
@@ -442,6 +467,37 @@ static void read_features(request_rec *r, const dd_srv_conf_t *c, dd_req_state_t
     }
 }
 
+/* The W3C baggage header's items (style baggage), counted when cut off or malformed. */
+static void read_baggage(request_rec *r, const apr_table_t *headers, dd_req_state_t *st)
+{
+    const char *h = apr_table_get(headers, "baggage");
+    dd_baggage_status_t bs;
+    if (!h)
+        return;
+    bs = dd_baggage_extract(r->pool, h, &baggage_limits, &st->baggage);
+    if (bs == DD_BAGGAGE_MALFORMED)
+        dd_stats_add(&dd_proxy_stats->baggage_malformed, 1);
+    else if (bs == DD_BAGGAGE_TRUNCATED)
+        dd_stats_add(&dd_proxy_stats->baggage_truncated, 1);
+}
+
+/* The baggage header to send on: the items read, as the tracers write them; none when the
+ * inbound context is ignored (DDTrustInboundContext Off). */
+static const char *baggage_out(request_rec *r, dd_req_state_t *st, int trust)
+{
+    int cut = 0;
+    if (trust == DD_TRUST_IGNORE || !st->baggage)
+        return NULL;
+    if (!st->baggage_out) {
+        st->baggage_out = dd_baggage_encode(r->pool, st->baggage, &baggage_limits, &cut);
+        if (cut)
+            dd_stats_add(&dd_proxy_stats->baggage_truncated, 1);
+        if (!st->baggage_out)
+            st->baggage_out = "";
+    }
+    return *st->baggage_out ? st->baggage_out : NULL;
+}
+
 static void log_rejected(request_rec *r, dd_gw_status_t st)
 {
     apr_uint32_t now = (apr_uint32_t)apr_time_sec(r->request_time);
@@ -464,14 +520,26 @@ static void set_correlation(request_rec *r, const dd_req_state_t *st)
     apr_table_setn(r->subprocess_env, "DD_SPAN_ID", st->span_id);
 }
 
-/* (Re)builds the spans, continuing the inbound context when trusted. Sampling waits for
- * decide(): rules may look at tags that only the per-directory configuration adds. */
-static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
+/* baggage.<key> tags for the DDBaggageTagKeys among the items, on the local root (where the
+ * tracers put trace-level tags), when the trace continues an inbound context. */
+static void baggage_tags(request_rec *r, const dd_req_state_t *st, dd_span_t *root)
+{
+    const dd_meta_t *m = st->baggage ? (const dd_meta_t *)st->baggage->elts : NULL;
+    for (int i = 0; m && i < st->baggage->nelts; i++)
+        if (dd_baggage_tag_key(baggage_tag_keys, m[i].key))
+            dd_span_set_meta(root, apr_pstrcat(r->pool, "baggage.", m[i].key, NULL), m[i].value);
+}
+
+/* (Re)builds the spans as trust (DD_TRUST_*) says: continuing the inbound context, or a new
+ * trace (linked to the inbound one for restart). Sampling waits for decide(): rules may look
+ * at tags that only the per-directory configuration adds. */
+static void build_trace(request_rec *r, dd_req_state_t *st, int trust)
 {
     const dd_context_t *parent = NULL;
     dd_span_t *root;
 
-    st->trusted = trusted && st->has_inbound;
+    st->trust = trust;
+    st->trusted = trust == DD_TRUST_CONTINUE && st->has_inbound;
     if (st->trusted)
         parent = &st->inbound.ctx;
     st->trace = dd_trace_start(r->pool, &st->tc, &st->req, st->has_gw ? &st->gw : NULL, parent);
@@ -480,8 +548,12 @@ static void build_trace(request_rec *r, dd_req_state_t *st, int trusted)
         dd_span_set_meta(root, "_dd.propagation_error", st->inbound.propagation_error);
     if (st->trusted && st->inbound.w3c_parent)
         dd_span_set_meta(root, "_dd.parent_id", st->inbound.w3c_parent);
-    if (st->trusted)
+    if (st->trusted) {
         root->links = st->inbound.links; /* other traces' contexts the request carried */
+        baggage_tags(r, st, root);
+    } else if (trust == DD_TRUST_RESTART && st->has_inbound) {
+        root->links = dd_restart_links(r->pool, &st->inbound);
+    }
     st->decided = 0;
     st->trace_id = dd_trace_id_string(r->pool, st->trace);
     st->span_id = dd_span_id_string(r->pool, st->trace);
@@ -625,6 +697,8 @@ static dd_req_state_t *start_request(request_rec *r, int accepted, const dd_req_
     strip_gateway_headers(r);
     st->has_gw = gst == DD_GW_OK;
     st->has_inbound = dd_extract(r->pool, headers, styles(), &st->inbound);
+    if (dd_styles_have(styles(), DD_STYLE_BAGGAGE))
+        read_baggage(r, headers, st);
 
     resolve_trace_conf(c, &st->tc);
     st->req.start_ns = (int64_t)start * 1000;
@@ -637,7 +711,7 @@ static dd_req_state_t *start_request(request_rec *r, int accepted, const dd_req_
     st->req.user_agent = apr_table_get(r->headers_in, "User-Agent");
 
     /* Per-directory trust is known only in fixups; the server's says what to start with. */
-    build_trace(r, st, d->trust != 0);
+    build_trace(r, st, dd_proxy_trust(d));
     ap_set_module_config(r->request_config, &dd_proxy_module, st);
     set_correlation(r, st);
     return st;
@@ -721,14 +795,15 @@ static int fixups(request_rec *r)
         clear_correlation(r); /* no trace will be sent: leave no ids that point nowhere */
         return DECLINED;
     }
-    if (st->has_inbound && st->trusted != (d->trust != 0)) {
-        build_trace(first, st, d->trust != 0);
+    if (st->has_inbound && st->trust != dd_proxy_trust(d)) {
+        build_trace(first, st, dd_proxy_trust(d));
         set_correlation(first, st);
     }
     if (r != first)
         set_correlation(r, st);
     decide(st, d);
     dd_trace_inject_input(st->trace, st->trusted ? st->inbound.tracestate : NULL, &in);
+    in.baggage = baggage_out(r, st, dd_proxy_trust(d));
     if (dd_inject(r->pool, r->headers_in, styles(), &in))
         dd_span_set_meta(dd_trace_root(st->trace), "_dd.propagation_error", "inject_max_size");
     return DECLINED;

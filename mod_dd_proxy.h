@@ -64,11 +64,21 @@ typedef struct {
     const dd_qs_obfuscator_t *resolved_qs; /* what applies, when query_string is on (post_config) */
     /* X-Ray (issue 17): DDXRay, DDXRaySegmentName, DDXRayDaemonAddress */
     dd_xray_srv_conf_t xray;
+    /* Global only: W3C baggage and extraction (issue 15) */
+    int extract_first;                    /* DDPropagationExtractFirst: UNSET, 0, 1 */
+    apr_array_header_t *baggage_tag_keys; /* DDBaggageTagKeys: const char *, NULL = unset */
+    apr_int64_t baggage_max_items;        /* DDBaggageMaxItems, UNSET */
+    apr_int64_t baggage_max_bytes;        /* DDBaggageMaxBytes, UNSET */
 } dd_srv_conf_t;
+
+/* DDTrustInboundContext / DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT */
+#define DD_TRUST_IGNORE 0   /* Off, "ignore": a new trace, the inbound context unused */
+#define DD_TRUST_CONTINUE 1 /* On, "continue": the trace continues (the default) */
+#define DD_TRUST_RESTART 2  /* Restart, "restart": a new trace, linked to the inbound one */
 
 typedef struct {
     int trace; /* DDTrace, UNSET -> On */
-    int trust; /* DDTrustInboundContext, UNSET -> On */
+    int trust; /* DDTrustInboundContext: DD_TRUST_*, UNSET -> the environment -> continue */
     /* DDTag: deduplicated (a later or deeper DDTag wins) when the configuration is read and
      * merged; the server's own set has DD_TAGS beneath it (post_config). */
     const dd_tagset_t *tags;
@@ -93,6 +103,11 @@ typedef struct {
     int query_string;                      /* DD_HTTP_SERVER_TAG_QUERY_STRING: UNSET, 0, 1 */
     const char *qs_regexp; /* DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP, else the default */
     const dd_qs_obfuscator_t *qs_obfuscator; /* qs_regexp compiled, when some server needs it */
+    int trust;                               /* DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT: DD_TRUST_* */
+    int extract_first;                       /* DD_TRACE_PROPAGATION_EXTRACT_FIRST */
+    apr_array_header_t *baggage_tag_keys;    /* DD_TRACE_BAGGAGE_TAG_KEYS, else the default */
+    apr_int64_t baggage_max_items;           /* DD_TRACE_BAGGAGE_MAX_ITEMS, else 64 */
+    apr_int64_t baggage_max_bytes;           /* DD_TRACE_BAGGAGE_MAX_BYTES, else 8192 */
 } dd_env_conf_t;
 
 extern dd_env_conf_t dd_proxy_env;
@@ -112,6 +127,12 @@ void dd_proxy_resolve_features(apr_pool_t *p, server_rec *s);
 static inline dd_srv_conf_t *dd_proxy_srv_conf(server_rec *s)
 {
     return ap_get_module_config(s->module_config, &dd_proxy_module);
+}
+
+/* How a request in d treats an inbound trace context: DD_TRUST_*. */
+static inline int dd_proxy_trust(const dd_dir_conf_t *d)
+{
+    return d->trust != UNSET ? d->trust : dd_proxy_env.trust;
 }
 
 /* The trace of the request r belongs to (its first request's; NULL when it is not traced),

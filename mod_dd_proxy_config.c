@@ -15,6 +15,7 @@
 #include <apr_strings.h>
 
 #include "dd_agent.h"
+#include "dd_baggage.h"
 #include "dd_headers.h"
 #include "dd_obfuscate.h"
 #include "dd_settings.h"
@@ -35,6 +36,8 @@ void *dd_proxy_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->queue_items = c->queue_bytes = UNSET;
     c->sample_rate = c->rate_limit = -1;
     c->client_ip = c->query_string = UNSET;
+    c->extract_first = UNSET;
+    c->baggage_max_items = c->baggage_max_bytes = UNSET;
     dd_proxy_xray_srv_init(&c->xray);
     return c;
 }
@@ -66,6 +69,10 @@ void *dd_proxy_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(error_statuses);
     MERGE_INT(query_string);
     MERGE_PTR(qs_obfuscator);
+    MERGE_INT(extract_first);
+    MERGE_PTR(baggage_tag_keys);
+    MERGE_INT(baggage_max_items);
+    MERGE_INT(baggage_max_bytes);
     dd_proxy_xray_srv_merge(&c->xray, &base->xray, &add->xray);
     return c;
 }
@@ -215,9 +222,66 @@ static const char *set_tag(cmd_parms *cmd, void *dirv, const char *key, const ch
     return NULL;
 }
 
+/* The words of DDTrustInboundContext and DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT; -1 if none. */
+static int parse_trust(const char *arg)
+{
+    if (strcasecmp(arg, "on") == 0 || strcasecmp(arg, "continue") == 0)
+        return DD_TRUST_CONTINUE;
+    if (strcasecmp(arg, "off") == 0 || strcasecmp(arg, "ignore") == 0)
+        return DD_TRUST_IGNORE;
+    if (strcasecmp(arg, "restart") == 0)
+        return DD_TRUST_RESTART;
+    return -1;
+}
+
 static const char *set_trust(cmd_parms *cmd, void *dirv, const char *arg)
 {
-    return parse_on_off(cmd, arg, &((dd_dir_conf_t *)dirv)->trust);
+    int v = parse_trust(arg);
+    if (v < 0)
+        return apr_psprintf(cmd->pool,
+                            "DDTrustInboundContext: '%s' is not On (continue), Off (ignore) or "
+                            "Restart",
+                            arg);
+    ((dd_dir_conf_t *)dirv)->trust = v;
+    return NULL;
+}
+
+static const char *set_extract_first(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dir;
+    return err ? err : parse_on_off(cmd, arg, &dd_proxy_srv_conf(cmd->server)->extract_first);
+}
+
+static const char *set_baggage_tag_keys(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_array_header_t *keys;
+    (void)dir;
+    if (err)
+        return err;
+    keys = dd_baggage_tag_keys_parse(cmd->pool, arg);
+    for (int i = 0; i < keys->nelts; i++) {
+        const char *k = ((const char **)keys->elts)[i];
+        if (strcmp(k, "*") != 0 && strcspn(k, "\"=;") != strlen(k))
+            return apr_psprintf(cmd->pool, "DDBaggageTagKeys: '%s' is not a baggage key", k);
+    }
+    dd_proxy_srv_conf(cmd->server)->baggage_tag_keys = keys;
+    return NULL;
+}
+
+/* DDBaggageMaxItems n, DDBaggageMaxBytes n: the W3C baggage limits (1..65536). */
+static const char *set_baggage_limit(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    dd_srv_conf_t *c = dd_proxy_srv_conf(cmd->server);
+    apr_int64_t *field = (apr_int64_t *)((char *)c + (size_t)cmd->info);
+    (void)dir;
+    if (err)
+        return err;
+    if (!parse_positive(arg, 0, 65536, field))
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number in 1..65536", cmd->cmd->name, arg);
+    return NULL;
 }
 
 /* A rate in [0, 1] written as a plain decimal number. */
@@ -445,9 +509,20 @@ const command_rec dd_proxy_cmds[] = {
     AP_INIT_ITERATE("DDInferredProxyTrustedNetworks", add_trusted, NULL, RSRC_CONF,
                     "networks (CIDR) of the gateways allowed to make gateway spans (default any)"),
     AP_INIT_TAKE1("DDTrustInboundContext", set_trust, NULL, RSRC_CONF | ACCESS_CONF,
-                  "On|Off: continue the caller's trace from its headers (default On)"),
+                  "On|Off|Restart: continue the caller's trace from its headers, ignore them, or "
+                  "start a new trace linked to the caller's (default On)"),
     AP_INIT_RAW_ARGS("DDPropagationStyle", set_styles, NULL, RSRC_CONF,
-                     "datadog, tracecontext, b3multi, xray or none (default datadog tracecontext)"),
+                     "datadog, tracecontext, b3multi, xray, baggage or none (default datadog "
+                     "tracecontext baggage)"),
+    AP_INIT_TAKE1("DDPropagationExtractFirst", set_extract_first, NULL, RSRC_CONF,
+                  "On|Off: only the first style's context counts (default Off)"),
+    AP_INIT_RAW_ARGS("DDBaggageTagKeys", set_baggage_tag_keys, NULL, RSRC_CONF,
+                     "baggage keys copied as baggage.<key> span tags, * for all (default "
+                     "user.id session.id account.id)"),
+    AP_INIT_TAKE1("DDBaggageMaxItems", set_baggage_limit, SRV_FIELD(baggage_max_items), RSRC_CONF,
+                  "baggage items read and sent at most (default 64)"),
+    AP_INIT_TAKE1("DDBaggageMaxBytes", set_baggage_limit, SRV_FIELD(baggage_max_bytes), RSRC_CONF,
+                  "baggage bytes read and sent at most (default 8192)"),
     AP_INIT_TAKE1("DDSampleRate", set_sample_rate, NULL, RSRC_CONF,
                   "0..1: keep this share of traces no rule matched"),
     AP_INIT_RAW_ARGS("DDSamplingRules", set_sampling_rules, NULL, RSRC_CONF,
@@ -549,6 +624,32 @@ static void read_feature_env(apr_pool_t *p, server_rec *s, int report)
     v = getenv("DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP");
     dd_proxy_env.qs_regexp = v ? v : dd_qs_default_regexp;
     dd_proxy_env.qs_obfuscator = NULL;
+
+    dd_proxy_env.trust = DD_TRUST_CONTINUE;
+    if ((v = env_value("DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT"))) {
+        int t = parse_trust(v);
+        if (t >= 0 && !strchr("oO", v[0])) /* the tracers' words only, not On/Off */
+            dd_proxy_env.trust = t;
+        else
+            ENV_PROBLEM(6010, "DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT", v,
+                        "not continue, restart or ignore");
+    }
+    env_bool(s, report, 6011, "DD_TRACE_PROPAGATION_EXTRACT_FIRST", 0, &dd_proxy_env.extract_first);
+    v = getenv("DD_TRACE_BAGGAGE_TAG_KEYS"); /* set but empty: no tags */
+    dd_proxy_env.baggage_tag_keys =
+        dd_baggage_tag_keys_parse(p, v ? v : "user.id,session.id,account.id");
+    dd_proxy_env.baggage_max_items = DD_BAGGAGE_MAX_ITEMS;
+    if ((v = env_value("DD_TRACE_BAGGAGE_MAX_ITEMS")) &&
+        !parse_positive(v, 0, 65536, &dd_proxy_env.baggage_max_items)) {
+        dd_proxy_env.baggage_max_items = DD_BAGGAGE_MAX_ITEMS;
+        ENV_PROBLEM(6012, "DD_TRACE_BAGGAGE_MAX_ITEMS", v, "not a number in 1..65536");
+    }
+    dd_proxy_env.baggage_max_bytes = DD_BAGGAGE_MAX_BYTES;
+    if ((v = env_value("DD_TRACE_BAGGAGE_MAX_BYTES")) &&
+        !parse_positive(v, 0, 65536, &dd_proxy_env.baggage_max_bytes)) {
+        dd_proxy_env.baggage_max_bytes = DD_BAGGAGE_MAX_BYTES;
+        ENV_PROBLEM(6013, "DD_TRACE_BAGGAGE_MAX_BYTES", v, "not a number in 1..65536");
+    }
 }
 
 void dd_proxy_resolve_features(apr_pool_t *p, server_rec *s)

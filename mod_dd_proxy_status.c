@@ -69,6 +69,8 @@ int dd_proxy_status_hook(request_rec *r, int flags)
         {"AgentInfoErrors", &dd_proxy_stats->agent_info_errors},
         {"ExitFlushesDetached", &dd_proxy_stats->exit_flushes_detached},
         {"ExitChunksHandedOff", &dd_proxy_stats->exit_chunks_handed_off},
+        {"BaggageMalformed", &dd_proxy_stats->baggage_malformed},
+        {"BaggageTruncated", &dd_proxy_stats->baggage_truncated},
     };
     const char *row_fmt = (flags & AP_STATUS_SHORT) ? "DDProxy%s: %" APR_UINT64_T_FMT "\n"
                                                     : "<tr><td>%s</td><td>%" APR_UINT64_T_FMT

@@ -488,7 +488,8 @@ static void decide(request_rec *cur, xr_req_t *st)
         st->off = 1; /* not traced here: no segment, and the headers are left alone */
         return;
     }
-    if (d->trust == 0 || !st->inbound || !dd_xray_header_parse(cur->pool, st->inbound, &st->in))
+    if (dd_proxy_trust(d) != DD_TRUST_CONTINUE || !st->inbound ||
+        !dd_xray_header_parse(cur->pool, st->inbound, &st->in))
         memset(&st->in, 0, sizeof(st->in));
     if (st->in.has_root) {
         st->hi = st->in.root_hi;

@@ -6,6 +6,8 @@
  * runs every extractor and dd_extract, then for each context found injects every style into
  * a fresh table and checks what a user relies on: the outbound headers are printable ASCII
  * (no header splitting), and each style extracts back the same ids and sampling decision.
+ * The baggage header goes through dd_baggage_extract; what it reads is encoded and read
+ * back: printable ASCII out, the same items in.
  * A broken invariant aborts, which libFuzzer reports as a crash.
  */
 #include <stdio.h>
@@ -14,15 +16,19 @@
 #include <apr_general.h>
 #include <apr_strings.h>
 
+#include "dd_baggage.h"
 #include "dd_propagation.h"
 #include "dd_span.h"
 
+/* clang-format off */
 static const char *const names[] = {
     "x-datadog-trace-id", "x-datadog-parent-id", "x-datadog-sampling-priority",
     "x-datadog-origin",   "x-datadog-tags",      "traceparent",
     "tracestate",         "x-b3-traceid",        "x-b3-spanid",
     "x-b3-sampled",       "x-b3-flags",          "X-Amzn-Trace-Id",
+    "baggage",
 };
+/* clang-format on */
 #define NNAMES (sizeof(names) / sizeof(names[0]))
 
 static apr_pool_t *root;
@@ -90,6 +96,8 @@ static int expected_priority(dd_style_t style, int prio)
     case DD_STYLE_B3MULTI:
     case DD_STYLE_XRAY:
         return prio == DD_PRIORITY_UNSET ? prio : prio > 0;
+    case DD_STYLE_BAGGAGE: /* carries no context */
+        break;
     }
     return prio;
 }
@@ -130,7 +138,7 @@ static const char *w3c_origin(apr_pool_t *p, const dd_inject_t *in)
 static void round_trip(apr_pool_t *p, const dd_extracted_t *x)
 {
     static const dd_styles_t all = {
-        4, {DD_STYLE_DATADOG, DD_STYLE_TRACECONTEXT, DD_STYLE_B3MULTI, DD_STYLE_XRAY}};
+        4, {DD_STYLE_DATADOG, DD_STYLE_TRACECONTEXT, DD_STYLE_B3MULTI, DD_STYLE_XRAY}, 0};
     uint64_t span = x->ctx.parent_id ^ 0x5555555555555555ULL;
     dd_inject_t in = {.trace_id_high = x->ctx.trace_id_high,
                       .trace_id_low = x->ctx.trace_id_low,
@@ -144,7 +152,7 @@ static void round_trip(apr_pool_t *p, const dd_extracted_t *x)
     apr_table_do(check_header, NULL, h, NULL);
 
     for (int i = 0; i < all.n; i++) {
-        dd_styles_t one = {1, {all.order[i]}};
+        dd_styles_t one = {1, {all.order[i]}, 0};
         dd_extracted_t y;
         ASSERT(dd_extract(p, h, &one, &y) == 1);
         check_context(&y);
@@ -174,11 +182,46 @@ static void round_trip(apr_pool_t *p, const dd_extracted_t *x)
     }
 }
 
+/* Baggage read, written and read again gives the same items; what is written is printable. */
+static void baggage_round_trip(apr_pool_t *p, const char *header)
+{
+    static const dd_baggage_limits_t lim = {DD_BAGGAGE_MAX_ITEMS, DD_BAGGAGE_MAX_BYTES};
+    static const dd_baggage_limits_t big = {1 << 16, 1 << 20};
+    apr_array_header_t *items = NULL, *again = NULL;
+    dd_baggage_status_t st = dd_baggage_extract(p, header, &lim, &items);
+    int cut = 0;
+    char *out;
+
+    ASSERT((items != NULL) == (st == DD_BAGGAGE_OK || (st == DD_BAGGAGE_TRUNCATED && items)));
+    if (!items)
+        return;
+    ASSERT(items->nelts > 0 && items->nelts <= DD_BAGGAGE_MAX_ITEMS);
+    out = dd_baggage_encode(p, items, &big, &cut);
+    ASSERT(out != NULL && cut == 0);
+    for (const char *c = out; *c; c++)
+        ASSERT((unsigned char)*c > 0x20 && (unsigned char)*c < 0x7f && *c != ';');
+    ASSERT(dd_baggage_extract(p, out, &big, &again) == DD_BAGGAGE_OK);
+    ASSERT(again->nelts == items->nelts);
+    for (int i = 0; i < items->nelts; i++) {
+        const dd_meta_t *a = &((const dd_meta_t *)items->elts)[i];
+        const dd_meta_t *b = &((const dd_meta_t *)again->elts)[i];
+        ASSERT(strcmp(a->key, b->key) == 0 && strcmp(a->value, b->value) == 0);
+    }
+    out = dd_baggage_encode(p, items, &lim, &cut);
+    ASSERT(!out || strlen(out) < DD_BAGGAGE_MAX_BYTES);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const dd_styles_t orders[] = {
-        {4, {DD_STYLE_DATADOG, DD_STYLE_TRACECONTEXT, DD_STYLE_B3MULTI, DD_STYLE_XRAY}},
-        {4, {DD_STYLE_XRAY, DD_STYLE_B3MULTI, DD_STYLE_TRACECONTEXT, DD_STYLE_DATADOG}},
+        {5,
+         {DD_STYLE_DATADOG, DD_STYLE_TRACECONTEXT, DD_STYLE_B3MULTI, DD_STYLE_XRAY,
+          DD_STYLE_BAGGAGE},
+         0},
+        {5,
+         {DD_STYLE_BAGGAGE, DD_STYLE_XRAY, DD_STYLE_B3MULTI, DD_STYLE_TRACECONTEXT,
+          DD_STYLE_DATADOG},
+         1},
     };
     int (*const extract[])(apr_pool_t *, const apr_table_t *, dd_extracted_t *) = {
         dd_extract_datadog, dd_extract_tracecontext, dd_extract_b3multi, dd_extract_xray};
@@ -218,11 +261,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (dd_extract(p, h, &orders[k], &x)) {
             check_context(&x);
             /* inject over the inbound headers, as the module does on r->headers_in */
-            dd_inject_t in = {x.ctx.trace_id_high, x.ctx.trace_id_low, 1,           x.ctx.priority,
-                              x.ctx.origin,        x.ctx.tags,         x.tracestate};
+            dd_inject_t in = {
+                x.ctx.trace_id_high, x.ctx.trace_id_low, 1,   x.ctx.priority, x.ctx.origin,
+                x.ctx.tags,          x.tracestate,       NULL};
+            if (x.links)
+                ASSERT(!orders[k].extract_first);
             dd_inject(p, h, &orders[k], &in);
         }
     }
+    for (const char *b = apr_table_get(h, "baggage"); b; b = NULL)
+        baggage_round_trip(p, b);
     apr_pool_destroy(p);
     return 0;
 }

@@ -546,6 +546,8 @@ static int extract_one(apr_pool_t *p, const apr_table_t *h, dd_style_t style, dd
         return dd_extract_b3multi(p, h, x);
     case DD_STYLE_XRAY:
         return dd_extract_xray(p, h, x);
+    case DD_STYLE_BAGGAGE:
+        return 0; /* items, not a context: dd_baggage.h */
     }
     return 0;
 }
@@ -561,6 +563,8 @@ const char *dd_style_name(dd_style_t style)
         return "b3multi";
     case DD_STYLE_XRAY:
         return "xray";
+    case DD_STYLE_BAGGAGE:
+        return "baggage";
     }
     return "unknown";
 }
@@ -571,21 +575,20 @@ static int same_trace(const dd_extracted_t *a, const dd_extracted_t *b)
            a->ctx.trace_id_high == b->ctx.trace_id_high;
 }
 
-/* A context of another trace that the request also carried: a span link on the local root. */
-static void add_link(apr_pool_t *p, const apr_table_t *h, dd_extracted_t *x,
-                     const dd_extracted_t *other)
+/* A link to the context other, with the attributes reason and context_headers (the style). */
+static void push_link(apr_pool_t *p, apr_array_header_t *links, const dd_extracted_t *other,
+                      const char *reason, const char *tracestate)
 {
     apr_array_header_t *attrs = apr_array_make(p, 2, sizeof(dd_meta_t));
     const char *name = dd_style_name(other->style);
     dd_span_link_t *l;
 
     /* dd_meta_t: key, value, their lengths (literals: no control characters) */
-    *(dd_meta_t *)apr_array_push(attrs) = (dd_meta_t){"reason", "terminated_context", 6, 18};
+    *(dd_meta_t *)apr_array_push(attrs) =
+        (dd_meta_t){"reason", reason, 6, (uint32_t)strlen(reason)};
     *(dd_meta_t *)apr_array_push(attrs) =
         (dd_meta_t){"context_headers", name, 15, (uint32_t)strlen(name)};
-    if (!x->links)
-        x->links = apr_array_make(p, DD_STYLES_MAX, sizeof(dd_span_link_t));
-    l = (dd_span_link_t *)apr_array_push(x->links);
+    l = (dd_span_link_t *)apr_array_push(links);
     l->trace_id = other->ctx.trace_id_low;
     l->trace_id_high = other->ctx.trace_id_high;
     l->span_id = other->ctx.parent_id;
@@ -593,17 +596,37 @@ static void add_link(apr_pool_t *p, const apr_table_t *h, dd_extracted_t *x,
     l->flags = other->ctx.priority == DD_PRIORITY_UNSET || other->ctx.priority < 0
                    ? -1
                    : other->ctx.priority > 0;
-    l->tracestate = NULL;
+    l->tracestate = tracestate;
     l->attributes = attrs;
-    if (other->style == DD_STYLE_TRACECONTEXT) {
-        /* the linked context's whole tracestate, when it is one clean header value */
-        const char *ts = header_list(p, h, "tracestate");
-        size_t n = ts ? strlen(ts) : 0;
-        if (ts)
-            trim(&ts, &n);
-        if (n > 0 && n <= DD_CAP_VALUE && printable(ts, n, ""))
-            l->tracestate = apr_pstrmemdup(p, ts, n);
-    }
+}
+
+/* The inbound tracestate, whole, when it is one clean header value; else NULL. */
+static const char *whole_tracestate(apr_pool_t *p, const apr_table_t *h)
+{
+    const char *ts = header_list(p, h, "tracestate");
+    size_t n = ts ? strlen(ts) : 0;
+    if (ts)
+        trim(&ts, &n);
+    if (n > 0 && n <= DD_CAP_VALUE && printable(ts, n, ""))
+        return apr_pstrmemdup(p, ts, n);
+    return NULL;
+}
+
+/* A context of another trace that the request also carried: a span link on the local root. */
+static void add_link(apr_pool_t *p, const apr_table_t *h, dd_extracted_t *x,
+                     const dd_extracted_t *other)
+{
+    if (!x->links)
+        x->links = apr_array_make(p, DD_STYLES_MAX, sizeof(dd_span_link_t));
+    push_link(p, x->links, other, "terminated_context",
+              other->style == DD_STYLE_TRACECONTEXT ? whole_tracestate(p, h) : NULL);
+}
+
+apr_array_header_t *dd_restart_links(apr_pool_t *p, const dd_extracted_t *x)
+{
+    apr_array_header_t *links = apr_array_make(p, 1, sizeof(dd_span_link_t));
+    push_link(p, links, x, "propagation_behavior_extract", x->link_tracestate);
+    return links;
 }
 
 /* The first context x (not tracecontext) and a tracecontext one w of the same trace: W3C
@@ -647,6 +670,8 @@ int dd_extract(apr_pool_t *p, const apr_table_t *h, const dd_styles_t *styles, d
     for (int i = 0; i < styles->n; i++) {
         if (!found) {
             found = extract_one(p, h, styles->order[i], &x);
+            if (found && styles->extract_first)
+                break;
             continue;
         }
         if (!extract_one(p, h, styles->order[i], &y))
@@ -660,12 +685,15 @@ int dd_extract(apr_pool_t *p, const apr_table_t *h, const dd_styles_t *styles, d
         return 0;
     /* A 64-bit datadog context and a 128-bit traceparent with the same low half: other
      * vendors' tracestate members still continue (their part of the trace is the same). */
-    if (!x.tracestate && x.style != DD_STYLE_TRACECONTEXT && x.ctx.trace_id_high == 0) {
+    if (!styles->extract_first && !x.tracestate && x.style != DD_STYLE_TRACECONTEXT &&
+        x.ctx.trace_id_high == 0) {
         for (int i = 0; i < styles->n; i++)
             if (styles->order[i] == DD_STYLE_TRACECONTEXT && dd_extract_tracecontext(p, h, &y) &&
                 y.ctx.trace_id_low == x.ctx.trace_id_low)
                 x.tracestate = y.tracestate;
     }
+    if (x.style == DD_STYLE_TRACECONTEXT || x.tracestate)
+        x.link_tracestate = whole_tracestate(p, h);
     *out = x;
     return 1;
 }
@@ -674,9 +702,19 @@ int dd_extract(apr_pool_t *p, const apr_table_t *h, const dd_styles_t *styles, d
 
 void dd_styles_default(dd_styles_t *out)
 {
-    out->n = 2;
+    memset(out, 0, sizeof(*out));
+    out->n = 3;
     out->order[0] = DD_STYLE_DATADOG;
     out->order[1] = DD_STYLE_TRACECONTEXT;
+    out->order[2] = DD_STYLE_BAGGAGE;
+}
+
+int dd_styles_have(const dd_styles_t *styles, dd_style_t style)
+{
+    for (int i = 0; i < styles->n; i++)
+        if (styles->order[i] == style)
+            return 1;
+    return 0;
 }
 
 int dd_styles_parse(apr_pool_t *p, const char *s, dd_styles_t *out, const char **err)
@@ -687,7 +725,7 @@ int dd_styles_parse(apr_pool_t *p, const char *s, dd_styles_t *out, const char *
     } names[] = {
         {"datadog", DD_STYLE_DATADOG}, {"tracecontext", DD_STYLE_TRACECONTEXT},
         {"b3multi", DD_STYLE_B3MULTI}, {"b3", DD_STYLE_B3MULTI},
-        {"xray", DD_STYLE_XRAY},
+        {"xray", DD_STYLE_XRAY},       {"baggage", DD_STYLE_BAGGAGE},
     };
     dd_styles_t r = {0};
     int none = 0, words = 0;
@@ -713,7 +751,7 @@ int dd_styles_parse(apr_pool_t *p, const char *s, dd_styles_t *out, const char *
             if (err)
                 *err = apr_psprintf(p,
                                     "unknown propagation style '%s' (use datadog, tracecontext, "
-                                    "b3multi, xray or none)",
+                                    "b3multi, xray, baggage or none)",
                                     apr_pstrmemdup(p, w, len));
             return -1;
         }
@@ -725,7 +763,9 @@ int dd_styles_parse(apr_pool_t *p, const char *s, dd_styles_t *out, const char *
     }
     if (words == 0) {
         if (err)
-            *err = "no propagation style given (use datadog, tracecontext, b3multi, xray or none)";
+            *err =
+                "no propagation style given (use datadog, tracecontext, b3multi, xray, baggage or "
+                "none)";
         return -1;
     }
     if (none && r.n > 0) {
@@ -929,6 +969,14 @@ int dd_inject(apr_pool_t *p, apr_table_t *h, const dd_styles_t *styles, const dd
             break;
         case DD_STYLE_XRAY:
             inject_xray(p, h, in);
+            break;
+        case DD_STYLE_BAGGAGE:
+            /* what the tracer would send: the items read (normalized, within the limits), so
+             * a malformed or untrusted inbound header goes no further */
+            if (in->baggage)
+                apr_table_setn(h, "baggage", in->baggage);
+            else
+                apr_table_unset(h, "baggage");
             break;
         }
     }

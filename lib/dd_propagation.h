@@ -19,25 +19,31 @@ typedef enum {
     DD_STYLE_TRACECONTEXT,
     DD_STYLE_B3MULTI,
     DD_STYLE_XRAY,
+    DD_STYLE_BAGGAGE, /* W3C baggage (dd_baggage.h): items, not a trace context */
 } dd_style_t;
 
-#define DD_STYLES_MAX 4
+#define DD_STYLES_MAX 5
 
 typedef struct {
     int n;                           /* 0 = none */
     dd_style_t order[DD_STYLES_MAX]; /* no duplicates */
+    int extract_first;               /* DD_TRACE_PROPAGATION_EXTRACT_FIRST: the first context
+                                        found is all there is (no tracestate merge, no links) */
 } dd_styles_t;
 
 /* Parses "datadog tracecontext" (names separated by spaces and/or commas, case-insensitive;
  * "b3" is accepted as b3multi; "none" alone means no style). Duplicates are ignored. On error
- * returns -1 with a message naming the bad word in *err (pool-allocated). */
+ * returns -1 with a message naming the bad word in *err (pool-allocated). extract_first is 0. */
 int dd_styles_parse(apr_pool_t *p, const char *s, dd_styles_t *out, const char **err);
 
 /* A style's name as DDPropagationStyle spells it ("datadog", "tracecontext" ...). */
 const char *dd_style_name(dd_style_t style);
 
-/* The default: datadog tracecontext. */
+/* The default: datadog tracecontext baggage (the tracers' DD_TRACE_PROPAGATION_STYLE). */
 void dd_styles_default(dd_styles_t *out);
+
+/* Is style one of *styles? */
+int dd_styles_have(const dd_styles_t *styles, dd_style_t style);
 
 /* What extraction can tell beyond dd_context_t. */
 typedef struct {
@@ -52,7 +58,15 @@ typedef struct {
                                       (W3C re-parenting) the datadog parent id; or NULL */
     apr_array_header_t *links;     /* dd_span_link_t: contexts of other traces the request also
                                       carried (reason terminated_context), or NULL */
+    const char *link_tracestate;   /* the inbound tracestate header, whole, when the context came
+                                      with one (tracecontext, or merged from it): what a link to
+                                      this context carries; or NULL */
 } dd_extracted_t;
+
+/* The span link to x itself that DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT=restart puts on the new
+ * trace's root (attributes reason = propagation_behavior_extract, context_headers = the style
+ * that won), as dd-trace-js does; allocated from p. */
+apr_array_header_t *dd_restart_links(apr_pool_t *p, const dd_extracted_t *x);
 
 /* Each style on its own: returns 1 and fills *out when the headers hold a valid context of
  * that style, else 0 (out untouched on 0 except scratch). */
@@ -81,6 +95,7 @@ typedef struct {
     const apr_array_header_t *tags; /* dd_meta_t: _dd.p.* trace tags (incl. _dd.p.dm; _dd.p.tid is
                                        derived from trace_id_high), or NULL */
     const char *tracestate;         /* other vendors' tracestate members to keep, or NULL */
+    const char *baggage;            /* the baggage header to send (style baggage), or NULL: none */
 } dd_inject_t;
 
 /* Writes the headers of every style in *styles into h, replacing inbound ones. The values

@@ -190,6 +190,8 @@ char *dd_stats_to_json(dd_stats_t *s)
         bad |= put_u64(o, "agent_max_request_bytes", &s->agent_max_request_bytes);
         bad |= put_u64(o, "exit_flushes_detached", &s->exit_flushes_detached);
         bad |= put_u64(o, "exit_chunks_handed_off", &s->exit_chunks_handed_off);
+        bad |= put_u64(o, "baggage_malformed", &s->baggage_malformed);
+        bad |= put_u64(o, "baggage_truncated", &s->baggage_truncated);
         bad |= json_object_set_new(last, "time",
                                    json_integer((json_int_t)atomic_load_explicit(
                                        &s->last_agent_error_time, memory_order_relaxed)));

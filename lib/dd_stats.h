@@ -72,6 +72,11 @@ typedef struct {
     atomic_uint_fast64_t xray_sampling_targets_fetched;
     atomic_uint_fast64_t xray_sampling_errors;        /* calls that failed or answered garbage */
     atomic_uint_fast64_t xray_sampling_rules_skipped; /* rules not usable here */
+
+    /* W3C baggage (issue 15): inbound headers dropped as malformed, and headers cut at the
+     * item or byte limit (read or sent) */
+    atomic_uint_fast64_t baggage_malformed;
+    atomic_uint_fast64_t baggage_truncated;
 } dd_stats_t;
 
 #define DD_STATS_LOCK_STEAL_S 2

@@ -53,6 +53,12 @@ BAD_VALUES = [
     ("DDRateLimit abc", ["DDRateLimit", "abc"]),
     ("DDSamplingRules {bad", ["DDSamplingRules", "{bad"]),
     ("DDPropagationStyle bogus", ["DDPropagationStyle", "bogus"]),
+    ("DDTrustInboundContext continue-ish", ["DDTrustInboundContext", "continue-ish"]),
+    ("DDPropagationExtractFirst maybe", ["DDPropagationExtractFirst", "maybe"]),
+    ("DDBaggageTagKeys user.id a=b", ["DDBaggageTagKeys", "a=b"]),
+    ("DDBaggageMaxItems 0", ["DDBaggageMaxItems", "0"]),
+    ("DDBaggageMaxItems 70000", ["DDBaggageMaxItems", "70000"]),
+    ("DDBaggageMaxBytes 8k", ["DDBaggageMaxBytes", "8k"]),
     ("DDInferredProxyTrustedNetworks 10.0.0.0/33", ["DDInferredProxyTrustedNetworks",
                                                     "10.0.0.0/33"]),
     ("DDInferredProxyTrustedNetworks not-a-cidr", ["DDInferredProxyTrustedNetworks",
@@ -84,6 +90,9 @@ BAD_CONTEXTS = [
     ("VHOST DDAgentURL http://127.0.0.1:8126", "DDAgentURL"),
     ("VHOST DDFlushInterval 100", "DDFlushInterval"),
     ("VHOST DDQueueLimit 100 1048576", "DDQueueLimit"),
+    ("VHOST DDPropagationExtractFirst On", "DDPropagationExtractFirst"),
+    ("VHOST DDBaggageTagKeys user.id", "DDBaggageTagKeys"),
+    ("VHOST DDBaggageMaxItems 10", "DDBaggageMaxItems"),
 ]
 
 

@@ -66,7 +66,7 @@ static int xr(apr_table_t *h, dd_extracted_t *x)
 
 static dd_styles_t one_style(dd_style_t s)
 {
-    dd_styles_t st = {1, {s}};
+    dd_styles_t st = {1, {s}, 0};
     return st;
 }
 
@@ -811,13 +811,92 @@ static void test_span_links(void)
 
 /* ---- dd_styles_parse ------------------------------------------------------------------- */
 
+/* DD_TRACE_PROPAGATION_EXTRACT_FIRST: the first context only (no links, no tracestate merge);
+ * and the restart link (DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT=restart), as dd-trace-js. */
+static void test_extract_first_and_restart(void)
+{
+    dd_styles_t st;
+    dd_extracted_t x;
+    const char *err = NULL;
+    apr_array_header_t *links;
+    const dd_span_link_t *l;
+    const dd_meta_t *a;
+    apr_table_t *h =
+        hdrs("x-datadog-trace-id", "7", "x-datadog-parent-id", "8", "x-datadog-sampling-priority",
+             "1", "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+             "tracestate", "dd=s:1,congo=t61", NULL);
+
+    CHECK(dd_styles_parse(pool, "datadog tracecontext", &st, &err) == 0);
+    CHECK(dd_extract(pool, h, &st, &x) == 1);
+    CHECK(x.links && x.links->nelts == 1); /* the traceparent of another trace */
+    st.extract_first = 1;
+    CHECK(dd_extract(pool, h, &st, &x) == 1);
+    CHECK(x.style == DD_STYLE_DATADOG && x.links == NULL && x.tracestate == NULL);
+    CHECK_U64(x.ctx.trace_id_low, 7);
+    CHECK(x.link_tracestate == NULL);
+
+    /* restart: one link to the context itself */
+    links = dd_restart_links(pool, &x);
+    CHECK(links->nelts == 1);
+    l = (const dd_span_link_t *)links->elts;
+    CHECK_U64(l->trace_id, 7);
+    CHECK_U64(l->trace_id_high, 0);
+    CHECK_U64(l->span_id, 8);
+    CHECK(l->flags == 1 && l->tracestate == NULL);
+    a = (const dd_meta_t *)l->attributes->elts;
+    CHECK(l->attributes->nelts == 2);
+    CHECK_STR(a[0].key, "reason");
+    CHECK_STR(a[0].value, "propagation_behavior_extract");
+    CHECK_STR(a[1].key, "context_headers");
+    CHECK_STR(a[1].value, "datadog");
+
+    /* a tracecontext context links with its whole tracestate */
+    CHECK(dd_styles_parse(pool, "tracecontext datadog", &st, &err) == 0);
+    CHECK(dd_extract(pool, h, &st, &x) == 1);
+    CHECK_STR(x.link_tracestate, "dd=s:1,congo=t61");
+    l = (const dd_span_link_t *)dd_restart_links(pool, &x)->elts;
+    CHECK_STR(l->tracestate, "dd=s:1,congo=t61");
+    CHECK_U64(l->span_id, 0x00f067aa0ba902b7ULL);
+    CHECK_STR(((const dd_meta_t *)l->attributes->elts)[1].value, "tracecontext");
+}
+
+/* Style baggage: the header is what the caller gives (unset when there is none). */
+static void test_inject_baggage(void)
+{
+    dd_styles_t st;
+    const char *err = NULL;
+    dd_inject_t in = {0};
+    apr_table_t *h = hdrs("baggage", "inbound=1", NULL);
+
+    in.trace_id_low = 1;
+    in.span_id = 2;
+    in.priority = DD_PRIORITY_UNSET;
+    CHECK(dd_styles_parse(pool, "baggage", &st, &err) == 0);
+    in.baggage = "a=b,c=d";
+    dd_inject(pool, h, &st, &in);
+    CHECK_STR(apr_table_get(h, "baggage"), "a=b,c=d");
+    in.baggage = NULL;
+    dd_inject(pool, h, &st, &in);
+    CHECK(apr_table_get(h, "baggage") == NULL);
+    /* without the style the header is left as it came */
+    apr_table_set(h, "baggage", "inbound=1");
+    CHECK(dd_styles_parse(pool, "datadog", &st, &err) == 0);
+    in.baggage = "a=b";
+    dd_inject(pool, h, &st, &in);
+    CHECK_STR(apr_table_get(h, "baggage"), "inbound=1");
+}
+
 static void test_styles(void)
 {
     dd_styles_t st;
     const char *err = NULL;
 
-    dd_styles_default(&st);
-    CHECK(st.n == 2 && st.order[0] == DD_STYLE_DATADOG && st.order[1] == DD_STYLE_TRACECONTEXT);
+    dd_styles_default(&st); /* the tracers' default: datadog,tracecontext,baggage */
+    CHECK(st.n == 3 && st.order[0] == DD_STYLE_DATADOG && st.order[1] == DD_STYLE_TRACECONTEXT &&
+          st.order[2] == DD_STYLE_BAGGAGE && !st.extract_first);
+    CHECK(dd_styles_have(&st, DD_STYLE_BAGGAGE) && !dd_styles_have(&st, DD_STYLE_XRAY));
+    CHECK(dd_styles_parse(pool, "Baggage, datadog", &st, &err) == 0);
+    CHECK(st.n == 2 && st.order[0] == DD_STYLE_BAGGAGE && st.order[1] == DD_STYLE_DATADOG);
 
     CHECK(dd_styles_parse(pool, "datadog tracecontext", &st, &err) == 0);
     CHECK(st.n == 2 && st.order[0] == DD_STYLE_DATADOG && st.order[1] == DD_STYLE_TRACECONTEXT);
@@ -834,8 +913,8 @@ static void test_styles(void)
     st.n = 3;
     err = NULL;
     CHECK(dd_styles_parse(pool, "datadog foo", &st, &err) == -1);
-    CHECK_STR(err, "unknown propagation style 'foo' (use datadog, tracecontext, b3multi, xray "
-                   "or none)");
+    CHECK_STR(err, "unknown propagation style 'foo' (use datadog, tracecontext, b3multi, xray, "
+                   "baggage or none)");
     CHECK(st.n == 3); /* untouched on error */
     err = NULL;
     CHECK(dd_styles_parse(pool, "none datadog", &st, &err) == -1);
@@ -1166,6 +1245,8 @@ int main(void)
     test_reparenting();
     test_span_links();
     test_styles();
+    test_extract_first_and_restart();
+    test_inject_baggage();
     test_inject_datadog();
     test_inject_tracecontext();
     test_inject_b3_xray();

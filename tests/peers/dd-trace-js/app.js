@@ -9,8 +9,10 @@
 //
 //   GET /status/<n>[/...]  answers status n
 //   anything else          200
-// Every answer's body is JSON: {"headers": {the request's headers, lowercase names}}, so a
-// test sees what httpd forwarded (the trace context) next to the spans the tracer sent.
+// Every answer's body is JSON: {"headers": {the request's headers, lowercase names},
+// "injected": {the headers the tracer would send on a call made from this request}}, so a
+// test sees what httpd forwarded (the trace context) next to the spans the tracer sent, and
+// what the tracer itself propagates (baggage included) for the same inbound headers.
 const tracer = require('dd-trace').init({
   // Nothing of the tracer's own background traffic that the tests do not look at.
   startupLogs: false,
@@ -28,7 +30,10 @@ const server = http.createServer((req, res) => {
   const chunks = []
   req.on('data', (c) => chunks.push(c))
   req.on('end', () => {
-    const body = JSON.stringify({ headers: req.headers, url: req.url })
+    const injected = {}
+    const span = tracer.scope().active()
+    if (span) tracer.inject(span, 'http_headers', injected)
+    const body = JSON.stringify({ headers: req.headers, url: req.url, injected })
     res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) })
     res.end(body)
   })
