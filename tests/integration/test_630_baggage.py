@@ -18,7 +18,8 @@ import json
 
 import pytest
 
-from helpers import NOT_MPM, counters, dump, one_chunk_where, status_location, unique_ua
+from helpers import (NOT_MPM, counters, dump, gateway_headers, one_chunk_where, status_location,
+                     unique_ua)
 from httpd import vhost
 from peers import NodePeer, NodePeerError, node_unavailable
 
@@ -62,8 +63,8 @@ ProxyPass /ignore/ {backend.url}/
 <Location /ignore/>
     DDTrustInboundContext Off
 </Location>
-{status_location()}"""
-    return httpd_factory("baggage", config=config)
+{status_location()}""" + vhost(h.ports[1], "    DDInferredProxy On")
+    return httpd_factory("baggage", config=config, ports=2)
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +204,27 @@ def test_tracecontext_context_takes_tags(h, node, agent, backend):
     root, sent = through_httpd(h, agent, backend, "/api/bag", headers)
     nspan, _ = through_node(node, agent, headers)
     assert baggage_tags(root) == baggage_tags(nspan) == {"baggage.account.id": "a-9"}
+
+
+def test_tags_where_dd_trace_js_puts_them_under_a_gateway(h, node, agent, backend):
+    """With a gateway span the local root is the gateway's: which span gets the tags must be
+    the tracer's choice too."""
+    gw = gateway_headers("aws-apigateway", path="/bag", domain="gw.example", stage="prod")
+    headers = {**DD_CTX, **gw, "baggage": "user.id=u-5"}
+    ua = unique_ua("bag-gw")
+    r = h.get("/api/bag", headers={**headers, "User-Agent": ua}, port=h.ports[1])
+    assert r.status_code == 200
+    chunk = one_chunk_where(agent, lambda s: s["name"] == "aws.apigateway" and
+                            s["meta"].get("http.useragent") == ua, ua, timeout=10)
+    mine = {s["name"]: baggage_tags(s) for s in chunk}
+    ua = unique_ua("bag-gw-node")
+    assert node.get("/bag", headers={**headers, "User-Agent": ua}).status_code == 200
+    nchunk = one_chunk_where(agent, lambda s: s["service"] == node.service and
+                             s["meta"].get("http.useragent") == ua, ua, timeout=10)
+    theirs = {("httpd.request" if s["name"] == "web.request" else s["name"]): baggage_tags(s)
+              for s in nchunk}
+    assert mine == theirs, (dump(chunk), dump(nchunk))
+    assert mine["aws.apigateway"] == {"baggage.user.id": "u-5"}
 
 
 def test_counters(h, agent, backend):
