@@ -16,8 +16,8 @@ typedef enum {
     DD_GW_AWS_APIGATEWAY = 0, /* REST v1 (and what Datadog's docs tell HTTP v2 users to send) */
     DD_GW_AWS_HTTPAPI,        /* HTTP API v2 */
     DD_GW_AZURE_APIM,         /* Azure API Management */
-    DD_GW_AZURE_GW,           /* Azure Application Gateway (sends no time) */
-    DD_GW_AZURE_FD,           /* Azure Front Door (sends no time) */
+    DD_GW_AZURE_GW,           /* Azure Application Gateway (may send no time) */
+    DD_GW_AZURE_FD,           /* Azure Front Door (may send no time) */
     DD_GW_KIND_COUNT
 } dd_gw_kind_t;
 
