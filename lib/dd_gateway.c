@@ -6,7 +6,10 @@
  *   2. x-dd-proxy must name a gateway we know, case-insensitively, after one pair of single
  *      quotes (API Gateway v1's literal syntax) and surrounding blanks are removed;
  *   3. x-dd-proxy-request-time-ms must be plain decimal Unix milliseconds inside
- *      [now - 1 h, now + 5 min]: anything else would put the span somewhere absurd;
+ *      [now - 1 h, now + 5 min]: anything else would put the span somewhere absurd. Azure
+ *      Application Gateway and Front Door have no request time to send: for them the header
+ *      is optional (dd-trace-js's providesTimestamp: false), and without it the span starts
+ *      with httpd's request; a time they do send is checked as any other;
  *   4. every other header is optional; an empty one counts as absent.
  * Values are made valid UTF-8 and capped before they can become tags.
  */
@@ -18,13 +21,18 @@
 #include <strings.h>
 #include <apr_strings.h>
 
+/* As dd-trace-js's supportedProxies (plugins/util/inferred_proxy.js). */
 static const struct {
     const char *header; /* the x-dd-proxy value, also the component tag */
     const char *span_name;
+    int time_optional; /* the gateway may send no x-dd-proxy-request-time-ms */
+    int aws;
 } gateways[DD_GW_KIND_COUNT] = {
-    [DD_GW_AWS_APIGATEWAY] = {"aws-apigateway", "aws.apigateway"},
-    [DD_GW_AWS_HTTPAPI] = {"aws-httpapi", "aws.httpapi"},
-    [DD_GW_AZURE_APIM] = {"azure-apim", "azure.apim"},
+    [DD_GW_AWS_APIGATEWAY] = {"aws-apigateway", "aws.apigateway", 0, 1},
+    [DD_GW_AWS_HTTPAPI] = {"aws-httpapi", "aws.httpapi", 0, 1},
+    [DD_GW_AZURE_APIM] = {"azure-apim", "azure.apim", 0, 0},
+    [DD_GW_AZURE_GW] = {"azure-gw", "azure.app-gateway", 1, 0},
+    [DD_GW_AZURE_FD] = {"azure-fd", "azure.frontdoor", 1, 0},
 };
 
 static const char *const status_names[DD_GW_STATUS_COUNT] = {
@@ -48,6 +56,11 @@ const char *dd_gateway_span_name(dd_gw_kind_t kind)
 const char *dd_gateway_component(dd_gw_kind_t kind)
 {
     return kind < DD_GW_KIND_COUNT ? gateways[kind].header : "unknown";
+}
+
+int dd_gateway_is_aws(dd_gw_kind_t kind)
+{
+    return kind < DD_GW_KIND_COUNT && gateways[kind].aws;
 }
 
 const char *dd_gateway_status_name(dd_gw_status_t status)
@@ -218,22 +231,24 @@ dd_gw_status_t dd_gateway_parse(apr_pool_t *p, const apr_table_t *h, int64_t now
     if (kind < 0)
         return DD_GW_UNKNOWN_PROXY;
 
-    if (!time)
+    tlen = time ? strlen(time) : 0;
+    if (time)
+        unwrap(&time, &tlen);
+    if (tlen == 0 && !gateways[kind].time_optional)
         return DD_GW_NO_TIME;
-    tlen = strlen(time);
-    unwrap(&time, &tlen);
     if (tlen == 0)
-        return DD_GW_NO_TIME;
-    if (!dd_parse_u64_dec(time, tlen, &ms) || ms > (uint64_t)INT64_MAX / 1000000)
+        ms = (uint64_t)now_ms; /* the span starts with the request (no_time) */
+    else if (!dd_parse_u64_dec(time, tlen, &ms) || ms > (uint64_t)INT64_MAX / 1000000)
         return DD_GW_BAD_TIME;
-    if ((int64_t)ms < now_ms - DD_GW_MAX_AGE_MS)
+    else if ((int64_t)ms < now_ms - DD_GW_MAX_AGE_MS)
         return DD_GW_TIME_TOO_OLD;
-    if ((int64_t)ms > now_ms + DD_GW_MAX_AHEAD_MS)
+    else if ((int64_t)ms > now_ms + DD_GW_MAX_AHEAD_MS)
         return DD_GW_TIME_IN_FUTURE;
 
     memset(gw, 0, sizeof(*gw));
     gw->kind = (dd_gw_kind_t)kind;
     gw->request_time_ms = (int64_t)ms;
+    gw->no_time = tlen == 0;
     gw->method = optional(p, v[H_METHOD], DD_CAP_VALUE, &gw->truncated);
     gw->path = optional(p, v[H_PATH], DD_CAP_PATH, &gw->truncated);
     if (gw->path && gw->path[0] != '/') /* APIM's UrlTemplate "carts/{id}" (dd-trace-js too) */

@@ -16,6 +16,8 @@ typedef enum {
     DD_GW_AWS_APIGATEWAY = 0, /* REST v1 (and what Datadog's docs tell HTTP v2 users to send) */
     DD_GW_AWS_HTTPAPI,        /* HTTP API v2 */
     DD_GW_AZURE_APIM,         /* Azure API Management */
+    DD_GW_AZURE_GW,           /* Azure Application Gateway (may send no time) */
+    DD_GW_AZURE_FD,           /* Azure Front Door (may send no time) */
     DD_GW_KIND_COUNT
 } dd_gw_kind_t;
 
@@ -25,7 +27,7 @@ typedef enum {
     DD_GW_NO_PROXY,       /* x-dd-proxy missing while other x-dd-proxy-* headers came */
     DD_GW_EMPTY_PROXY,    /* x-dd-proxy present but empty */
     DD_GW_UNKNOWN_PROXY,  /* x-dd-proxy names no gateway we know */
-    DD_GW_NO_TIME,        /* x-dd-proxy-request-time-ms missing or empty */
+    DD_GW_NO_TIME,        /* x-dd-proxy-request-time-ms missing or empty (where required) */
     DD_GW_BAD_TIME,       /* not a plain decimal number of milliseconds */
     DD_GW_TIME_TOO_OLD,   /* more than DD_GW_MAX_AGE_MS before the server's clock */
     DD_GW_TIME_IN_FUTURE, /* more than DD_GW_MAX_AHEAD_MS after the server's clock */
@@ -38,10 +40,13 @@ typedef enum {
 
 /* What the gateway told us. Optional fields are NULL when absent or empty. Values are cleaned
  * (valid UTF-8, capped at DD_CAP_VALUE, paths at DD_CAP_PATH); truncated is 1 when any value
- * was cut. */
+ * was cut. no_time: the gateway sent no time, which only azure-gw and azure-fd may do (their
+ * time header is optional, as in dd-trace-js): the span starts with httpd's request, and
+ * request_time_ms is now_ms. */
 typedef struct {
     dd_gw_kind_t kind;
     int64_t request_time_ms;
+    int no_time;
     const char *method;
     const char *path;
     const char *resource_path;
@@ -61,6 +66,8 @@ dd_gw_status_t dd_gateway_parse(apr_pool_t *p, const apr_table_t *headers, int64
 /* Span name (aws.apigateway ...) and component / header value (aws-apigateway ...). */
 const char *dd_gateway_span_name(dd_gw_kind_t kind);
 const char *dd_gateway_component(dd_gw_kind_t kind);
+/* Whether the gateway is one of AWS's (its api id and region make an ARN). */
+int dd_gateway_is_aws(dd_gw_kind_t kind);
 /* A short stable name for a status, for logs and counters ("unknown_proxy" ...). */
 const char *dd_gateway_status_name(dd_gw_status_t status);
 

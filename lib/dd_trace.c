@@ -161,7 +161,9 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         s->resource = JOIN(p, DD_CAP_PATH, truncated, gw->method, " ", route);
     else
         s->resource = gw->method ? gw->method : route ? route : s->name;
-    s->start = gw->request_time_ms * 1000000LL;
+    /* azure-gw and azure-fd send no time: the gateway span starts with the request (as
+     * dd-trace-js's Date.now() when the request arrives), not at its millisecond */
+    s->start = gw->no_time ? req->start_ns : gw->request_time_ms * 1000000LL;
     if (s->start > req->start_ns)
         s->start = req->start_ns; /* the gateway's clock is ahead: never a negative gap */
 
@@ -185,7 +187,7 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         ADD(s, "account_id", gw->account_id);
     if (gw->api_id)
         ADD(s, "apiid", gw->api_id);
-    if (gw->region && gw->api_id && gw->kind != DD_GW_AZURE_APIM)
+    if (gw->region && gw->api_id && dd_gateway_is_aws(gw->kind)) /* an Azure API has no ARN */
         ADD(s, "dd_resource_key",
             JOIN(p, DD_CAP_VALUE, truncated, "arn:aws:apigateway:", gw->region, "::/",
                  gw->kind == DD_GW_AWS_HTTPAPI ? "apis/" : "restapis/", gw->api_id));

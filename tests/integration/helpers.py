@@ -12,7 +12,11 @@ from httpd import default_mpm
 
 SERVER_SPAN = "httpd.request"
 GATEWAY_NAMES = {"aws-apigateway": "aws.apigateway", "aws-httpapi": "aws.httpapi",
-                 "azure-apim": "azure.apim"}
+                 "azure-apim": "azure.apim", "azure-gw": "azure.app-gateway",
+                 "azure-fd": "azure.frontdoor"}
+# gateway_headers(time_ms=NO_TIME): no x-dd-proxy-request-time-ms (azure-gw and azure-fd have
+# no time to send)
+NO_TIME = "no-time"
 
 
 def unique_ua(tag="t"):
@@ -83,7 +87,8 @@ def server_span(chunk):
 def gateway_headers(proxy="aws-apigateway", time_ms=None, method="GET", path=None, domain=None,
                     stage=None, resource_path=None, account_id=None, api_id=None, region=None,
                     user=None):
-    """x-dd-proxy* headers as a gateway sends them (None = header not sent)."""
+    """x-dd-proxy* headers as a gateway sends them (None = header not sent; time_ms None = 250
+    ms ago, NO_TIME = not sent)."""
     h = {
         "x-dd-proxy": proxy,
         "x-dd-proxy-request-time-ms": str(now_ms() - 250) if time_ms is None else time_ms,
@@ -97,6 +102,8 @@ def gateway_headers(proxy="aws-apigateway", time_ms=None, method="GET", path=Non
         "x-dd-proxy-region": region,
         "x-dd-proxy-user": user,
     }
+    if time_ms is NO_TIME:
+        del h["x-dd-proxy-request-time-ms"]
     return {k: str(v) for k, v in h.items() if v is not None}
 
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from helpers import (GATEWAY_NAMES, SERVER_SPAN, by_name, dump, gateway_headers, now_ms,
-                     one_chunk, span_end, unique_ua)
+from helpers import (GATEWAY_NAMES, NO_TIME, SERVER_SPAN, by_name, dump, gateway_headers,
+                     now_ms, one_chunk, span_end, unique_ua)
 from httpd import vhost
 
 SERVICE = "gw-test-svc"
@@ -165,6 +165,52 @@ def test_azure_apim(h, agent):
                 absent=("dd_resource_key", "stage", "http.route", "aws_user"))
 
 
+# Azure Application Gateway and Front Door (as dd-trace-js): no time to send, so the span starts
+# with httpd's request; a time they do send is used (and checked) as for the others.
+AZURE_NO_TIME = [("azure-gw", "azure.app-gateway", "shop.westeurope.cloudapp.azure.com"),
+                 ("azure-fd", "azure.frontdoor", "shop-e7f2.z01.azurefd.net")]
+
+
+@pytest.mark.parametrize("proxy,name,domain", AZURE_NO_TIME, ids=["azure-gw", "azure-fd"])
+@pytest.mark.parametrize("timed", [False, True], ids=["no-time", "time"])
+def test_azure_gateways_time_optional(h, agent, backend, proxy, name, domain, timed):
+    t = now_ms() - 300
+    gw = gateway_headers(proxy, time_ms=t if timed else NO_TIME, method="GET",
+                         path="api/orders/7", resource_path="/api/orders/{id}", domain=domain,
+                         stage="prod", region="west europe", account_id="sub-1",
+                         api_id="api-1", user="someone")
+    before = time.time_ns()
+    chunk, ua = send(h, agent, USER, "/api/orders/7", gw)
+    inf, srv = pair(chunk, name)
+    if timed:
+        assert inf["start"] == t * 1_000_000, dump(inf)
+    else:
+        assert inf["start"] == srv["start"] and inf["start"] >= before, dump(chunk)
+    assert inf["service"] == domain
+    assert inf["resource"] == "GET /api/orders/{id}"
+    expect_meta(inf, {"component": proxy, "http.method": "GET",
+                      "http.url": f"https://{domain}/api/orders/7",
+                      "http.route": "/api/orders/{id}", "stage": "prod",
+                      "region": "west europe", "account_id": "sub-1", "apiid": "api-1",
+                      "aws_user": "someone", "http.status_code": "200", "http.useragent": ua},
+                absent=("dd_resource_key",))
+    assert srv["meta"].get("http.route") == "/api/orders/{id}", dump(srv)
+    assert backend.by_header("User-Agent", ua).headers_starting("x-dd-proxy") == {}
+
+
+@pytest.mark.parametrize("proxy", ["azure-apim", "aws-apigateway", "aws-httpapi"])
+def test_other_gateways_still_need_their_time(h, agent, proxy):
+    gw = gateway_headers(proxy, time_ms=NO_TIME, method="GET", path="/api/t", domain="t.example")
+    chunk, _ = send(h, agent, ON, "/api/t", gw)
+    assert [s["name"] for s in chunk] == [SERVER_SPAN], dump(chunk)
+
+
+@pytest.mark.parametrize("proxy", ["azure-gw", "azure-fd"])
+def test_azure_gateway_bad_time_no_span(h, agent, proxy):
+    gw = gateway_headers(proxy, time_ms="abc", method="GET", path="/api/t", domain="t.example")
+    chunk, _ = send(h, agent, ON, "/api/t", gw)
+    assert [s["name"] for s in chunk] == [SERVER_SPAN], dump(chunk)
+
 def test_no_domain_service_is_ddservice(h, agent):
     gw = gateway_headers("aws-apigateway", method="GET", path="/api/nodomain")
     chunk, _ = send(h, agent, ON, "/api/nodomain", gw)
@@ -308,7 +354,7 @@ def test_default_is_off(h, agent, backend):
         {k.lower(): v for k, v in gw.items()}
 
 
-@pytest.mark.parametrize("proxy", ["aws-apigateway", "dummy-proxy"])
+@pytest.mark.parametrize("proxy", ["aws-apigateway", "azure-gw", "azure-fd", "dummy-proxy"])
 def test_on_vhost_strips_headers_valid_or_not(h, agent, backend, proxy):
     gw = gateway_headers(proxy, **FULL)
     gw["X-DD-PROXY-SOMETHING-NEW"] = "x"  # any x-dd-proxy* header, any case

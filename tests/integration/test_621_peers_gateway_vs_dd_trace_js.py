@@ -12,9 +12,11 @@ sampling decision, and is the parent of the server span. What may differ is exac
 below (also in README, "Differences from Datadog's tracers"), each with its reason: a new
 difference, or one that went away, fails the test."""
 
+import time
+
 import pytest
 
-from helpers import NOT_MPM, dump, gateway_headers, now_ms, one_chunk_where, unique_ua
+from helpers import NOT_MPM, NO_TIME, dump, gateway_headers, now_ms, one_chunk_where, unique_ua
 from peers import NodePeer, NodePeerError, node_unavailable
 
 pytestmark = [NOT_MPM,  # the event and sanitized passes: it does not depend on the MPM
@@ -25,7 +27,8 @@ SERVICE = "peer-svc"
 ENV = "peer-env"
 VERSION = "1.2.3"
 GATEWAYS = {"aws-apigateway": "aws.apigateway", "aws-httpapi": "aws.httpapi",
-            "azure-apim": "azure.apim"}
+            "azure-apim": "azure.apim", "azure-gw": "azure.app-gateway",
+            "azure-fd": "azure.frontdoor"}
 SERVER_NAMES = ("httpd.request", "web.request")
 
 # Tags only dd-trace-js puts on the gateway span, and why the module does not.
@@ -58,6 +61,10 @@ CASE_DIFFERENCES = {
                                     "server span's too); dd-trace-js sets only error=1",
                    "error.type": "see error.message"},
 }
+NO_ARN = {"dd_resource_key": "dd-trace-js makes an AWS API Gateway ARN "
+                             "(arn:aws:apigateway:<region>::/restapis/<api id>) from the api id "
+                             "and region whatever the gateway; the module only for AWS's (an "
+                             "Azure gateway has no such ARN), as for azure-apim"}
 # Present in both, values of the process that sent them.
 PER_PROCESS = {"runtime-id", "language", "process_id", "_dd.p.tid"}
 SAMPLING_KEYS = ("_sampling_priority_v1", "_dd.agent_psr", "_dd.rule_psr", "_dd.limit_psr",
@@ -126,6 +133,32 @@ CASES = [
     ("inbound-datadog", "/", full("aws-apigateway"), DATADOG, 200),
     ("inbound-w3c", "/", full("aws-httpapi"), W3C, 200),
 ]
+# Azure Application Gateway and Front Door: every optional header, with and without the time
+# (which they cannot send: the span then starts when the request arrives).
+for _proxy, _domain in (("azure-gw", "shop.westeurope.cloudapp.azure.com"),
+                        ("azure-fd", "shop-e7f2.z01.azurefd.net")):
+    CASES += [
+        (f"{_proxy}-every-header", "/", full(_proxy, domain=_domain, region="west europe"), {},
+         200),
+        (f"{_proxy}-no-time-every-header", "/",
+         full(_proxy, time_ms=NO_TIME, domain=_domain, region="west europe"), {}, 200),
+        (f"{_proxy}-no-time-path-without-slash", "/",
+         full(_proxy, time_ms=NO_TIME, method="POST", path="api/orders", domain=_domain,
+              stage=None, resource_path=None, account_id=None, api_id=None, region=None,
+              user=None), {}, 200),
+    ]
+CASES += [
+    ("azure-fd-no-time-status-500", "/status/500",
+     full("azure-fd", time_ms=NO_TIME, path="/status/500", resource_path="/status/{code}",
+          domain="shop-e7f2.z01.azurefd.net", api_id=None), {}, 500),
+    ("azure-gw-no-time-inbound-w3c", "/",
+     full("azure-gw", time_ms=NO_TIME, domain="shop.westeurope.cloudapp.azure.com",
+          api_id=None), W3C, 200),
+]
+for _case in CASES:
+    if _case[0].startswith("azure-") and "x-dd-proxy-api-id" in _case[2]:
+        CASE_DIFFERENCES[_case[0]] = NO_ARN
+CASE_DIFFERENCES["azure-fd-no-time-status-500"] = CASE_DIFFERENCES["status-500"]
 
 
 def send(target, path, headers):
@@ -158,13 +191,14 @@ def sampling_holders(chunk):
     return out
 
 
-def compare(node_span, httpd_span, allowed=()):
-    """The list of differences not in the documented lists (nor in allowed, meta keys)."""
+def compare(node_span, httpd_span, allowed=(), same_start=True):
+    """The list of differences not in the documented lists (nor in allowed, meta keys).
+    same_start: the gateway sent its time, so both spans start then."""
     problems = []
     for f in ("name", "service", "resource", "type", "error"):
         if node_span.get(f) != httpd_span.get(f):
             problems.append(f"{f}: node {node_span.get(f)!r} httpd {httpd_span.get(f)!r}")
-    if abs(node_span["start"] - httpd_span["start"]) > 1000:  # dd-trace-js goes through a float
+    if same_start and abs(node_span["start"] - httpd_span["start"]) > 1000:  # via a float
         problems.append(f"start: node {node_span['start']} httpd {httpd_span['start']}")
     for kind, node_only, httpd_only in (("meta", NODE_ONLY_META, HTTPD_ONLY_META),
                                         ("metrics", NODE_ONLY_METRICS, {})):
@@ -191,15 +225,31 @@ def compare(node_span, httpd_span, allowed=()):
 @pytest.mark.parametrize("case,path,gw,ctx,status", CASES, ids=[c[0] for c in CASES])
 def test_gateway_span_matches_dd_trace_js(h, node, agent, case, path, gw, ctx, status):
     headers = {**gw, **ctx}
+    timed = "x-dd-proxy-request-time-ms" in gw
+    t0 = time.time_ns()
     got_node, ua_node = send(node, path, headers)
+    t1 = time.time_ns()
     got_httpd, ua_httpd = send(h, path, headers)
+    t2 = time.time_ns()
     assert (got_node, got_httpd) == (status, status)
     n_chunk = chunk_of(agent, ua_node, "web.request")
     h_chunk = chunk_of(agent, ua_httpd, "httpd.request")
     n_inf, n_srv = spans(n_chunk)
     h_inf, h_srv = spans(h_chunk)
 
-    problems = compare(n_inf, h_inf, CASE_DIFFERENCES.get(case, {}))
+    problems = compare(n_inf, h_inf, CASE_DIFFERENCES.get(case, {}), same_start=timed)
+    if not timed:
+        # no gateway time: each tracer's span starts when its request arrived (dd-trace-js's
+        # Date.now(), a whole millisecond; httpd's request start, with the server span)
+        if not (t0 - 1_000_000 <= n_inf["start"] <= n_srv["start"] and n_inf["start"] <= t1):
+            problems.append(f"node start {n_inf['start']} not when its request came "
+                            f"[{t0}, {t1}] (server span {n_srv['start']})")
+        if not (t1 <= h_inf["start"] == h_srv["start"] <= t2):
+            problems.append(f"httpd start {h_inf['start']} not its request's {h_srv['start']} "
+                            f"in [{t1}, {t2}]")
+        for who, inf, srv in (("node", n_inf, n_srv), ("httpd", h_inf, h_srv)):
+            if inf["start"] + inf["duration"] < srv["start"] + srv["duration"]:
+                problems.append(f"{who}: gateway span ends before the server span")
     # the same shape: the gateway span continues the inbound context and is the parent of the
     # server span; the server span keeps the configured service and its version
     for who, inf, srv in (("node", n_inf, n_srv), ("httpd", h_inf, h_srv)):

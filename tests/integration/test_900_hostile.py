@@ -32,7 +32,8 @@ MTIME = 1_700_000_000
 VOLATILE = {b"date", b"server", b"keep-alive", b"connection"}
 CAP_VALUE, CAP_PATH = 1024, 4096
 PATH_KEYS = {"http.url", "http.route"}
-GATEWAY_SPANS = {"aws.apigateway", "aws.httpapi", "azure.apim"}
+GATEWAY_SPANS = {"aws.apigateway", "aws.httpapi", "azure.apim", "azure.app-gateway",
+                 "azure.frontdoor"}
 BIG = 9000  # > 8 KB
 # httpd's own answer to a bad %-escape or a path above the root, with or without the module
 # (exchange() checks that the module's httpd logs nothing the module-less one does not)
@@ -379,10 +380,13 @@ def test_hostile_times(servers, agent, name):
     ("'AWS-APIGATEWAY'", "aws.apigateway"),
     ("Aws-HttpApi", "aws.httpapi"),
     ("AZURE-apim", "azure.apim"),
+    ("Azure-GW", "azure.app-gateway"),
+    ("'azure-fd' ", "azure.frontdoor"),
+    ("azure-frontdoor", None),
     ("aws-apigateway x", None),
     ("aws-api gateway", None),
 ], ids=["trailing-spaces", "trailing-tab", "mixed-case", "quoted-upper", "httpapi-mixed",
-        "apim-mixed", "suffix-word", "inner-space"])
+        "apim-mixed", "gw-mixed", "fd-quoted", "fd-long-name", "suffix-word", "inner-space"])
 def test_proxy_value_spelling(servers, agent, value, name):
     _, inf, _ = run_case(servers, agent, "/api/proxy", gw_headers(value),
                          expect="span" if name else "none")

@@ -137,6 +137,81 @@ static void test_kinds_and_quotes(void)
     CHECK(gw.domain == NULL && gw.method == NULL && gw.path == NULL);
 }
 
+/* Azure Application Gateway and Front Door (dd-trace-js's azure-gw, azure-fd) have no time to
+ * send: without one the span starts with the request (no_time, request_time_ms = now); every
+ * other header is read as for the other gateways; a time they do send is checked as any. */
+static void test_azure_without_time(void)
+{
+    const struct {
+        const char *proxy, *span_name;
+        dd_gw_kind_t kind;
+    } kinds[] = {{"azure-gw", "azure.app-gateway", DD_GW_AZURE_GW},
+                 {"AZURE-FD", "azure.frontdoor", DD_GW_AZURE_FD}};
+    for (size_t k = 0; k < 2; k++) {
+        const char *full[] = {"x-dd-proxy",
+                              kinds[k].proxy,
+                              "x-dd-proxy-httpmethod",
+                              "GET",
+                              "x-dd-proxy-path",
+                              "api/orders/7",
+                              "x-dd-proxy-resource-path",
+                              "/api/orders/{id}",
+                              "x-dd-proxy-domain-name",
+                              "shop.azurefd.net",
+                              "x-dd-proxy-stage",
+                              "prod",
+                              "x-dd-proxy-region",
+                              "west europe",
+                              "x-dd-proxy-account-id",
+                              "sub-1",
+                              "x-dd-proxy-api-id",
+                              "api-1",
+                              "x-dd-proxy-user",
+                              "someone",
+                              NULL};
+        const char *empty_time[] = {"x-dd-proxy", kinds[k].proxy, "x-dd-proxy-request-time-ms",
+                                    "''", NULL};
+        const char *with_time[] = {"x-dd-proxy", kinds[k].proxy, "x-dd-proxy-request-time-ms",
+                                   "1736973767000", NULL};
+        const char *bad_time[] = {"x-dd-proxy", kinds[k].proxy, "x-dd-proxy-request-time-ms", "abc",
+                                  NULL};
+        const char *old_time[] = {"x-dd-proxy", kinds[k].proxy, "x-dd-proxy-request-time-ms", "0",
+                                  NULL};
+        dd_gateway_t gw;
+        CHECK(parse(full, &gw) == DD_GW_OK);
+        CHECK(gw.kind == kinds[k].kind);
+        CHECK(gw.no_time == 1);
+        CHECK(gw.request_time_ms == NOW_MS);
+        CHECK_STR(gw.method, "GET");
+        CHECK_STR(gw.path, "/api/orders/7");
+        CHECK_STR(gw.resource_path, "/api/orders/{id}");
+        CHECK_STR(gw.domain, "shop.azurefd.net");
+        CHECK_STR(gw.stage, "prod");
+        CHECK_STR(gw.region, "west europe");
+        CHECK_STR(gw.account_id, "sub-1");
+        CHECK_STR(gw.api_id, "api-1");
+        CHECK_STR(gw.user, "someone");
+        CHECK_STR(dd_gateway_span_name(gw.kind), kinds[k].span_name);
+        CHECK_STR(dd_gateway_component(gw.kind),
+                  kinds[k].proxy[6] == 'g' ? "azure-gw" : "azure-fd");
+        CHECK(!dd_gateway_is_aws(gw.kind));
+        CHECK(parse(empty_time, &gw) == DD_GW_OK && gw.no_time == 1 &&
+              gw.request_time_ms == NOW_MS);
+        CHECK(parse(with_time, &gw) == DD_GW_OK && gw.no_time == 0 &&
+              gw.request_time_ms == 1736973767000LL);
+        CHECK(parse(bad_time, &gw) == DD_GW_BAD_TIME);
+        CHECK(parse(old_time, &gw) == DD_GW_TIME_TOO_OLD);
+    }
+    /* the others still need their time */
+    const char *apim[] = {"x-dd-proxy", "azure-apim", NULL};
+    const char *gw_typo[] = {"x-dd-proxy", "azure-gateway", NULL};
+    dd_gateway_t gw;
+    CHECK(parse(apim, &gw) == DD_GW_NO_TIME);
+    CHECK(parse(gw_typo, &gw) == DD_GW_UNKNOWN_PROXY);
+    CHECK(dd_gateway_is_aws(DD_GW_AWS_APIGATEWAY) && dd_gateway_is_aws(DD_GW_AWS_HTTPAPI));
+    CHECK(!dd_gateway_is_aws(DD_GW_AZURE_APIM));
+}
+
 static void test_rejections(void)
 {
     dd_gateway_t gw;
@@ -153,6 +228,12 @@ static void test_rejections(void)
         {"aws-apigateway, aws-apigateway", "1736973768000", DD_GW_UNKNOWN_PROXY},
         {"aws-apigateway", NULL, DD_GW_NO_TIME},
         {"aws-apigateway", "", DD_GW_NO_TIME},
+        {"aws-httpapi", NULL, DD_GW_NO_TIME},
+        {"azure-apim", NULL, DD_GW_NO_TIME},
+        {"azure-gw", NULL, DD_GW_OK},
+        {"azure-fd", "", DD_GW_OK},
+        {"azure-fd", "abc", DD_GW_BAD_TIME},
+        {"azure-gw", "1736974068001", DD_GW_TIME_IN_FUTURE},
         {"aws-apigateway", "abc", DD_GW_BAD_TIME},
         {"aws-apigateway", "1.736973768e12", DD_GW_BAD_TIME},
         {"aws-apigateway", "1736973768000.5", DD_GW_BAD_TIME},
@@ -315,6 +396,7 @@ int main(void)
     test_full_rest();
     test_path_without_slash();
     test_kinds_and_quotes();
+    test_azure_without_time();
     test_rejections();
     test_caps();
     test_strip();

@@ -201,6 +201,61 @@ static void test_gateway_spans(void)
     CHECK(t->inferred->duration == 10 && t->inferred->error == 0);
 }
 
+/* azure-gw and azure-fd: their names and components, every tag as for the other gateways but
+ * no ARN; without a time the gateway span starts exactly with the request (not at its
+ * millisecond) and lasts as long as the server span. */
+static void test_azure_gateways_without_time(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    const struct {
+        dd_gw_kind_t kind;
+        const char *name, *component;
+    } kinds[] = {{DD_GW_AZURE_GW, "azure.app-gateway", "azure-gw"},
+                 {DD_GW_AZURE_FD, "azure.frontdoor", "azure-fd"}};
+
+    c.user_tag = 1;
+    r.start_ns = 1736973768500123456LL; /* not on a millisecond */
+    r.start_mono_ns = r.start_ns;
+    for (size_t k = 0; k < 2; k++) {
+        dd_gateway_t g = gateway(kinds[k].kind);
+        dd_trace_t *t;
+        dd_span_t *i;
+        double v = 0;
+        g.no_time = 1;
+        g.request_time_ms = r.start_ns / 1000000;
+        g.domain = "shop.azurefd.net";
+        t = dd_trace_start(pool, &c, &r, &g, NULL);
+        i = t->inferred;
+        CHECK(i != NULL && dd_trace_root(t) == i);
+        if (!i)
+            return;
+        CHECK_STR(i->name, kinds[k].name);
+        CHECK_STR(dd_span_get_meta(i, "component"), kinds[k].component);
+        CHECK_STR(i->service, "shop.azurefd.net");
+        CHECK_STR(i->resource, "GET /users/{id}");
+        CHECK(i->start == r.start_ns);
+        CHECK(t->server->parent_id == i->span_id);
+        CHECK_STR(dd_span_get_meta(i, "http.url"), "https://shop.azurefd.net/users/123");
+        CHECK_STR(dd_span_get_meta(i, "http.route"), "/users/{id}");
+        CHECK_STR(dd_span_get_meta(i, "stage"), "prod");
+        CHECK_STR(dd_span_get_meta(i, "region"), "us-east-1");
+        CHECK_STR(dd_span_get_meta(i, "account_id"), "123456789012");
+        CHECK_STR(dd_span_get_meta(i, "apiid"), "abc123");
+        CHECK(dd_span_get_meta(i, "dd_resource_key") == NULL);
+        CHECK_STR(dd_span_get_meta(i, "aws_user"), "test-user");
+        CHECK(dd_span_get_metric(i, "_dd.inferred_span", &v) && v == 1);
+        dd_trace_finish(t, r.start_ns + 7000, 200, NULL, NULL);
+        CHECK(i->duration == 7000 && t->server->duration == 7000);
+
+        /* a time they do send is the start, as for the others */
+        g.no_time = 0;
+        g.request_time_ms = 1736973768000LL;
+        t = dd_trace_start(pool, &c, &r, &g, NULL);
+        CHECK(t->inferred->start == 1736973768000000000LL);
+    }
+}
+
 /* Unified service tagging as the tracers do it: version only on spans of the configured
  * service; _dd.base_service (lowercased) on the gateway's. */
 static void test_version_and_base_service(void)
@@ -683,6 +738,7 @@ int main(void)
     apr_pool_create(&pool, NULL);
     test_server_only();
     test_gateway_spans();
+    test_azure_gateways_without_time();
     test_version_and_base_service();
     test_runtime_tags();
     test_inbound_parent();
