@@ -62,6 +62,11 @@
 #define MAX_PAYLOAD_BYTES (4 * 1024 * 1024)
 #define SEND_TIMEOUT_MS 2000
 #define STOP_DEADLINE_MS 2000
+/* After an agent failure of any kind, the next try waits 250 ms, doubling up to 5 s (issue
+ * 18.6): a failing agent costs a handful of attempts, and delivery resumes within 5 s of it
+ * coming back. */
+#define BACKOFF_MIN_MS 250
+#define BACKOFF_MAX_MS 5000
 
 /* ---------------------------------------------------------------------------------------- */
 /* Per child process: queue, rates, counters, flusher                                       */
@@ -301,6 +306,8 @@ static void child_init(apr_pool_t *p, server_rec *s)
     fc.max_payload_bytes = MAX_PAYLOAD_BYTES;
     fc.send_timeout_ms = SEND_TIMEOUT_MS;
     fc.stop_deadline_ms = STOP_DEADLINE_MS;
+    fc.backoff_min_ms = BACKOFF_MIN_MS;
+    fc.backoff_max_ms = BACKOFF_MAX_MS;
     fc.on_error = on_agent_error;
     fc.tick = flusher_tick; /* agent discovery, X-Ray segments and sampling */
     fc.on_start = agent_discover;

@@ -30,6 +30,7 @@
 #define INFO_PATH "/info"
 #define BODY_CAP (64 * 1024)     /* response bytes kept; the rest is read and dropped */
 #define CONNECT_TIMEOUT_MS 1000L /* the agent is local: a slow connect means it is down */
+#define CA_CACHE_S 3600L         /* the CA bundle is parsed again after an hour */
 
 /* --- URL parsing --------------------------------------------------------------------------- */
 
@@ -509,6 +510,29 @@ out:
     return rc;
 }
 
+/* TLS state kept from one attempt to the next (issue 18.6). The handle keeps its connections
+ * and its TLS session cache; libcurl 7.87+ (OpenSSL) also keeps the certificate store it
+ * parsed from the CA bundle, for CURLOPT_CA_CACHE_TIMEOUT, but only a store that comes from a
+ * bundle file alone. Debian's libcurl also has a CA directory (--with-ca-path=/etc/ssl/certs),
+ * so it parsed the whole bundle again at every connection: about 50 ms of CPU per attempt at
+ * an https agent whose handshake fails. When the bundle can be read, the directory is left
+ * out (update-ca-certificates fills both with the same certificates). */
+static int keep_tls_state(CURL *curl)
+{
+#if LIBCURL_VERSION_NUM >= 0x075700 /* 7.87.0 */
+    char *cainfo = NULL;
+
+    if (curl_easy_setopt(curl, CURLOPT_CA_CACHE_TIMEOUT, CA_CACHE_S) != CURLE_OK)
+        return 1; /* a TLS backend without the cache: nothing more to keep */
+    if (curl_easy_getinfo(curl, CURLINFO_CAINFO, &cainfo) == CURLE_OK && cainfo &&
+        access(cainfo, R_OK) == 0)
+        return curl_easy_setopt(curl, CURLOPT_CAPATH, NULL) == CURLE_OK;
+#else
+    (void)curl;
+#endif
+    return 1;
+}
+
 dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_version,
                             const char *lang_version, const char *container_id)
 {
@@ -582,6 +606,7 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
     ok = ok && curl_easy_setopt(a->curl, CURLOPT_OPENSOCKETDATA, a) == CURLE_OK;
     ok = ok && curl_easy_setopt(a->curl, CURLOPT_CLOSESOCKETFUNCTION, close_recorded) == CURLE_OK;
     ok = ok && curl_easy_setopt(a->curl, CURLOPT_CLOSESOCKETDATA, a) == CURLE_OK;
+    ok = ok && keep_tls_state(a->curl);
     if (!ok) {
         dd_agent_destroy(a);
         return NULL;
@@ -740,6 +765,7 @@ int dd_agent_info(dd_agent_t *a, long timeout_ms, dd_agent_info_t *out, char *er
         ok = ok && curl_easy_setopt(a->info_curl, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
         ok = ok && curl_easy_setopt(a->info_curl, CURLOPT_NOPROXY, "*") == CURLE_OK;
         ok = ok && curl_easy_setopt(a->info_curl, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK;
+        ok = ok && keep_tls_state(a->info_curl);
         if (!ok) {
             if (a->info_curl)
                 curl_easy_cleanup(a->info_curl);

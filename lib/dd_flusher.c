@@ -67,6 +67,8 @@ struct dd_flusher {
     size_t used;        /* bytes of chunks after the DD_HDR_MAX gap */
     size_t nchunks;     /* chunks in the payload being built */
     size_t max_payload_conf; /* conf.max_payload_bytes as configured (the agent may lower it) */
+    unsigned failures;       /* failed sends in a row */
+    long long retry_at_ms;   /* monotonic ms before which no payload is tried; 0: none */
 };
 
 static long long now_ms(void)
@@ -145,6 +147,45 @@ static int send_timeout(dd_flusher_t *f, long timeout_ms, long *out)
     return 1;
 }
 
+long dd_flusher_backoff_ms(long min_ms, long max_ms, unsigned failures)
+{
+    long wait = min_ms;
+
+    if (min_ms <= 0 || failures == 0) {
+        return 0;
+    }
+    if (max_ms < min_ms) {
+        max_ms = min_ms;
+    }
+    for (unsigned i = 1; i < failures && wait < max_ms; i++) {
+        wait = wait > max_ms / 2 ? max_ms : wait * 2;
+    }
+    return wait < max_ms ? wait : max_ms;
+}
+
+/* Inside the back-off after a failure: the payload is not tried. */
+static int backing_off(const dd_flusher_t *f)
+{
+    return f->retry_at_ms != 0 && now_ms() < f->retry_at_ms;
+}
+
+/* After a send: a success ends the back-off, a failure makes it longer. */
+static void backoff_update(dd_flusher_t *f, int failed)
+{
+    long wait;
+
+    if (!failed) {
+        f->failures = 0;
+        f->retry_at_ms = 0;
+        return;
+    }
+    if (f->failures < 64) {
+        f->failures++;
+    }
+    wait = dd_flusher_backoff_ms(f->conf.backoff_min_ms, f->conf.backoff_max_ms, f->failures);
+    f->retry_at_ms = wait > 0 ? now_ms() + wait : 0;
+}
+
 static void record_failure(dd_flusher_t *f, size_t n, long status, const char *error)
 {
     dd_stats_t *st = f->conf.stats;
@@ -180,6 +221,10 @@ static size_t payload_send(dd_flusher_t *f, long timeout_ms)
         drop(f, DD_DROP_AGENT_ERROR, n); /* the stop deadline passed: no time left to send */
         return 0;
     }
+    if (backing_off(f)) {
+        drop(f, DD_DROP_AGENT_ERROR, n); /* the agent failed a moment ago: not tried again yet */
+        return 0;
+    }
 
     hlen = dd_encode_array_header(n, hdr);
     memcpy(f->buf + DD_HDR_MAX - hlen, hdr, hlen);
@@ -198,10 +243,12 @@ static size_t payload_send(dd_flusher_t *f, long timeout_ms)
             return 0;
         }
         atomic_store_explicit(&f->last_failed, true, memory_order_relaxed);
+        backoff_update(f, 1);
         record_failure(f, n, status, error);
         return 0;
     }
     atomic_store_explicit(&f->last_failed, false, memory_order_relaxed);
+    backoff_update(f, 0);
     dd_stats_add(&st->chunks_sent, n);
     dd_stats_add(&st->payloads_sent, 1);
     dd_stats_add(&st->bytes_sent, len);
@@ -298,13 +345,16 @@ static void run_tick(dd_flusher_t *f, int final)
 }
 
 /* On stop: rounds until the queue is empty. Once the deadline has passed, rounds only drop
- * (payload_send sees no time left), and one such round is the last. The caller runs the final
- * tick. */
+ * (payload_send sees no time left), and one such round is the last. A back-off in progress
+ * does not hold the first payload back (one more try before the chunks are gone); a failure
+ * of that one holds the rest back. The caller runs the final tick. */
 static void final_drain(dd_flusher_t *f)
 {
     long long stop_at = atomic_load_explicit(&f->stop_at_ms, memory_order_acquire);
     int past_deadline;
     size_t popped;
+
+    f->retry_at_ms = 0;
 
     do {
         past_deadline = now_ms() >= stop_at;

@@ -40,6 +40,14 @@ typedef struct {
     size_t max_payload_bytes;  /* payloads are split to stay at or under this */
     long send_timeout_ms;      /* per payload */
     long stop_deadline_ms;     /* total time the final flush may take */
+    /* Back-off on agent failures (issue 18.6): after a failed send (any kind: no connection,
+     * TLS, timeout, a non-2xx answer), payloads are dropped without being tried (counted in
+     * chunks_dropped.agent_error, not in agent_errors) until backoff_min_ms has passed; each
+     * further failure in a row doubles the wait, up to backoff_max_ms; a success ends it. The
+     * final flush at stop tries once more whatever the wait. backoff_min_ms <= 0: no back-off
+     * (every payload is tried). */
+    long backoff_min_ms;
+    long backoff_max_ms;
     /* Called (from the flusher thread) after a failed send; may be NULL. For rate-limited
      * logging in the glue. */
     void (*on_error)(void *ctx, long http_status, const char *error);
@@ -84,6 +92,10 @@ void dd_flusher_set_max_payload(dd_flusher_t *f, size_t max);
 /* Drains the queue once and sends, in the calling thread (what the thread does on each tick;
  * exposed for unit tests and benchmarks). Returns the number of chunks sent successfully. */
 size_t dd_flusher_drain_once(dd_flusher_t *f, long timeout_ms);
+
+/* The wait after `failures` failed sends in a row: 0 for none (or min_ms <= 0), else min_ms
+ * doubled failures - 1 times, at most max_ms (never less than min_ms). */
+long dd_flusher_backoff_ms(long min_ms, long max_ms, unsigned failures);
 
 /* Creates a flusher without a thread (for dd_flusher_drain_once in tests/benchmarks). */
 int dd_flusher_create(apr_pool_t *p, const dd_flusher_conf_t *conf, dd_flusher_t **out);

@@ -453,6 +453,114 @@ static void test_rates(void)
     dd_rates_destroy(rates);
 }
 
+/* Issue 18.6: every failure backs off. Within the wait, payloads are dropped (counted as
+ * agent_error, not as agent_errors) without being tried; each failure in a row doubles the
+ * wait up to the maximum; a success ends it; a stop tries once more. */
+static void test_backoff_delays(void)
+{
+    CHECK(dd_flusher_backoff_ms(250, 5000, 0) == 0);
+    CHECK(dd_flusher_backoff_ms(250, 5000, 1) == 250);
+    CHECK(dd_flusher_backoff_ms(250, 5000, 2) == 500);
+    CHECK(dd_flusher_backoff_ms(250, 5000, 3) == 1000);
+    CHECK(dd_flusher_backoff_ms(250, 5000, 5) == 4000);
+    CHECK(dd_flusher_backoff_ms(250, 5000, 6) == 5000);
+    CHECK(dd_flusher_backoff_ms(250, 5000, 4000000000u) == 5000);
+    CHECK(dd_flusher_backoff_ms(0, 5000, 3) == 0); /* no back-off */
+    CHECK(dd_flusher_backoff_ms(-1, 5000, 3) == 0);
+    CHECK(dd_flusher_backoff_ms(300, 100, 1) == 300); /* max below min: min */
+    CHECK(dd_flusher_backoff_ms(300, 100, 9) == 300);
+    CHECK(dd_flusher_backoff_ms(1L << 40, 1L << 41, 60) == 1L << 41); /* no overflow */
+}
+
+static void test_backoff(void)
+{
+    rig_t r;
+    dd_flusher_t *f;
+    long long t0;
+    uint64_t inside = 0;
+
+    rig_init(&r, 100, 1 + 3 * 50); /* 3 chunks a payload */
+    r.conf.backoff_min_ms = 200;
+    r.conf.backoff_max_ms = 400;
+    CHECK(dd_flusher_create(pool, &r.conf, &f) == APR_SUCCESS);
+    fake.fail = 1;
+    fake.fail_status = 0;
+    fake.fail_error = "SSL certificate problem: self-signed certificate";
+
+    /* The first payload fails: the second of the same drain is not tried. */
+    for (uint32_t i = 0; i < 5; i++) {
+        push(&r, i, 50);
+    }
+    t0 = now_ms();
+    CHECK_U64(dd_flusher_drain_once(f, 100), 0);
+    CHECK(fake.calls == 1);
+    CHECK_U64(dd_stats_get(&r.stats.agent_errors), 1);
+    CHECK_U64(dd_stats_get(&r.stats.chunks_dropped[DD_DROP_AGENT_ERROR]), 5);
+    CHECK(on_error_calls == 1);
+
+    /* Flushes within the 200 ms wait drop without trying. */
+    for (int k = 0; k < 5 && now_ms() - t0 < 150; k++) { /* margin: 50 ms */
+        push(&r, 10 + (uint32_t)k, 50);
+        inside++;
+        CHECK_U64(dd_flusher_drain_once(f, 100), 0);
+        sleep_ms(20);
+    }
+    CHECK(fake.calls == 1);
+    CHECK_U64(dd_stats_get(&r.stats.agent_errors), 1);
+    CHECK_U64(dd_queue_count(r.q), 0);
+
+    /* After it: one try, which fails; the wait doubles to 400 ms (the maximum). */
+    while (now_ms() - t0 < 250) {
+        sleep_ms(5);
+    }
+    push(&r, 20, 50);
+    t0 = now_ms();
+    CHECK_U64(dd_flusher_drain_once(f, 100), 0);
+    CHECK(fake.calls == 2);
+    sleep_ms(250);
+    push(&r, 21, 50);
+    CHECK_U64(dd_flusher_drain_once(f, 100), 0);
+    CHECK(fake.calls == 2); /* 250 ms after the second failure: still waiting */
+    sleep_ms(200);
+    push(&r, 22, 50);
+    CHECK_U64(dd_flusher_drain_once(f, 100), 0);
+    CHECK(fake.calls == 3); /* past 400 ms */
+    CHECK_U64(dd_stats_get(&r.stats.agent_errors), 3);
+
+    /* The agent is back: after the (maximum) wait, a success ends the back-off. */
+    fake.fail = 0;
+    sleep_ms(450);
+    push(&r, 30, 50);
+    CHECK_U64(dd_flusher_drain_once(f, 100), 1);
+    CHECK(fake.calls == 4);
+    push(&r, 31, 50);
+    CHECK_U64(dd_flusher_drain_once(f, 100), 1);
+    CHECK(fake.calls == 5);
+
+    /* A new failure starts again from the minimum wait. */
+    fake.fail = 1;
+    push(&r, 40, 50);
+    CHECK_U64(dd_flusher_drain_once(f, 100), 0);
+    CHECK(fake.calls == 6);
+    sleep_ms(250);
+    push(&r, 41, 50);
+    CHECK_U64(dd_flusher_drain_once(f, 100), 0);
+    CHECK(fake.calls == 7);
+
+    /* A stop within the wait tries once more (the agent answers now). */
+    fake.fail = 0;
+    push(&r, 50, 50);
+    dd_flusher_stop(f);
+    CHECK(fake.calls == 8);
+    CHECK_U64(dd_stats_get(&r.stats.chunks_sent), 3);
+    CHECK_U64(dd_stats_get(&r.stats.agent_errors), 5);
+    CHECK_U64(dd_stats_get(&r.stats.chunks_sent) +
+                  dd_stats_get(&r.stats.chunks_dropped[DD_DROP_AGENT_ERROR]),
+              5 + inside + 3 + 2 + 2 + 1); /* every chunk sent or dropped, none kept */
+    CHECK_U64(dd_queue_count(r.q), 0);
+    dd_queue_destroy(r.q);
+}
+
 static int wait_for_calls(int n, long max_ms)
 {
     long long until = now_ms() + max_ms;
@@ -851,6 +959,8 @@ int main(void)
     test_split();
     test_oversize();
     test_send_failure();
+    test_backoff_delays();
+    test_backoff();
     test_rates();
     test_wake();
     test_interval();
