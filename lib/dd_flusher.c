@@ -403,7 +403,9 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
         if (!woken && now_ms() < next) {
             continue; /* EINTR, or a poll that returned early */
         }
-        for (int round = 0; round < DD_ROUNDS_PER_WAKE; round++) {
+        /* Inside a back-off the chunks wait in the queue (its bounds apply: what does not fit
+         * is counted queue_full), so an agent that is back within the wait loses nothing. */
+        for (int round = 0; round < DD_ROUNDS_PER_WAKE && !backing_off(f); round++) {
             size_t popped;
             drain_round(f, f->conf.send_timeout_ms, &popped);
             if (popped == 0 || dd_queue_count(f->conf.queue) == 0 ||
@@ -413,6 +415,8 @@ static void *APR_THREAD_FUNC flusher_main(apr_thread_t *t, void *data)
         }
         run_tick(f, 0);
         next = now_ms() + f->conf.interval_ms;
+        if (f->retry_at_ms != 0 && f->retry_at_ms > now_ms() && f->retry_at_ms < next)
+            next = f->retry_at_ms; /* the wait ends before the interval does */
     }
     if (!handing_off(f)) {
         final_drain(f);

@@ -6,8 +6,9 @@ child makes a handful of connection attempts instead of one per flush (about 30)
 
 The agent is a local TLS server with a self-signed certificate made at test time (openssl req
 -x509), which counts the TCP connections it accepts and completes no handshake (curl refuses
-the certificate). Every chunk of the window is counted as dropped (agent_error): none is kept
-for a retry, and none is lost from the counters.
+the certificate). Every chunk of the window ends up counted as dropped (agent_error) by the
+attempt that carried it: during a wait chunks are held in the queue, never lost from the
+counters; and the second test shows the hold pays off when the agent comes back.
 """
 
 import os
@@ -138,3 +139,39 @@ def test_tls_handshake_failure_backs_off(httpd_factory, tls_agent):
     assert attempts <= MAX_PER_CHILD * len(children), \
         (f"{attempts} connection attempts by {len(children)} children in {took:.1f}s of "
          f"flushes every {FLUSH_MS} ms: no back-off (at most {MAX_PER_CHILD} a child expected)")
+
+
+def test_traces_made_during_the_wait_reach_an_agent_that_is_back(httpd_factory):
+    """The wait holds new traces in the queue rather than dropping them: an agent that answers
+    500 for a while and then recovers gets every trace made after it recovered, although the
+    children are still inside a back-off of a second or more when it does."""
+    from conftest import running_agent
+    with running_agent() as a:
+        h = httpd_factory("backoff-holds", config="\n".join([
+            f"DDAgentURL {a.url}", f"DDFlushInterval {FLUSH_MS}", status_location()]))
+        a.set_mode("status", status_code=500)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0:  # failures in a row: the wait grows past 1 s
+            h.get("/index.html", headers={"User-Agent": unique_ua("fail"),
+                                          "Connection": "close"})
+            time.sleep(0.05)
+        time.sleep(0.3)
+        before = counters(h)
+        assert before["agent_errors"] >= 2, dump(before)
+        a.set_mode("ok")
+        uas = [unique_ua("held") for _ in range(20)]
+        for ua in uas:
+            assert h.get("/index.html", headers={"User-Agent": ua,
+                                                 "Connection": "close"}).status_code == 200
+        deadline = time.monotonic() + 8
+        seen = set()
+        while time.monotonic() < deadline and len(seen) < len(uas):
+            with a._lock:
+                seen = {s["meta"].get("http.useragent") for c in a.traces for s in c} & set(uas)
+            time.sleep(0.1)
+        after = counters(h)
+        httpd_factory.finish(h)
+        assert len(seen) == len(uas), (f"{len(uas) - len(seen)} of {len(uas)} traces made "
+                                       f"after the agent recovered were lost", dump(after))
+        assert after["chunks_dropped"]["agent_error"] == before["chunks_dropped"]["agent_error"] \
+            or after["chunks_sent"] >= len(uas), dump(after)
