@@ -394,6 +394,7 @@ typedef struct {
     int trust;   /* DD_TRUST_*: what the trace was built with */
     apr_array_header_t *baggage; /* W3C baggage items read (dd_meta_t), or NULL */
     const char *baggage_out;     /* what is injected, encoded once; NULL until then */
+    int inject_pending;          /* fixups left the injection to the handler (static so far) */
     int decided; /* the sampling decision is made (and so fixed for injection) */
     const apr_array_header_t *header_tags; /* DDTraceHeaderTags, for the response's too */
     /* An HTTP/1.1 request asking for a protocol upgrade (Upgrade: h2c), while it runs: */
@@ -760,11 +761,51 @@ static int post_read_request(request_rec *r)
     return DECLINED;
 }
 
+/* Does a request that this handler serves pass its headers on (mod_proxy, mod_proxy_fcgi,
+ * CGI, an application server's module)? Not when it is a static file: httpd's default handler,
+ * or a media type as the handler (what ap_invoke_handler makes of a file's type), which the
+ * default handler serves unless it is one of the magic types of modules that run code (CGI,
+ * PHP, server-side includes, type maps). Those get no injected headers: writing them costs
+ * more than all the rest of a static request's tracing (issue 12). */
+static int handler_passes_headers(const char *h)
+{
+    if (!h || strcmp(h, "default-handler") == 0)
+        return 0;
+    if (!strchr(h, '/') || strchr(h, ':'))
+        return 1; /* a module's handler: proxy-server, cgi-script, proxy:fcgi://... */
+    return strncmp(h, "application/x-httpd-", 20) == 0 ||
+           strncmp(h, "text/x-server-parsed-html", 25) == 0 ||
+           strcmp(h, "application/x-type-map") == 0;
+}
+
+/* Writes the context into r's headers (r: the request that runs, or a subrequest). */
+static void inject(request_rec *r, dd_req_state_t *st, const dd_dir_conf_t *d)
+{
+    dd_inject_t in;
+    dd_trace_inject_input(st->trace, st->trusted ? st->inbound.tracestate : NULL, &in);
+    in.baggage = baggage_out(r, st, dd_proxy_trust(d));
+    if (dd_inject(r->pool, r->headers_in, styles(), &in))
+        dd_span_set_meta(dd_trace_root(st->trace), "_dd.propagation_error", "inject_max_size");
+}
+
 /* The last word before any handler (REALLY_FIRST), whatever way the request came: whichever
  * hooks ran for it, no handler or backend sees the gateway's headers (CONTRACT §3.2). */
 static int strip_before_handlers(request_rec *r)
 {
+    dd_req_state_t *st;
+
     strip_gateway_headers(r);
+    /* The context for a handler that passes headers on, when fixups left it to now: the
+     * request itself (its handler changed after fixups) or a subrequest (SSI include virtual,
+     * mod_dir's index) of a request that is a static file itself. */
+    st = ap_get_module_config(first_request(r->main ? r->main : r)->request_config,
+                              &dd_proxy_module);
+    if (st && st != (void *)&not_traced && st->inject_pending &&
+        handler_passes_headers(r->handler)) {
+        inject(r, st, dir_conf(r));
+        if (!r->main)
+            st->inject_pending = 0; /* r's headers are the first request's (and its subrequests') */
+    }
     return DECLINED;
 }
 
@@ -793,11 +834,11 @@ static int fixups(request_rec *r)
     request_rec *first = first_request(r);
     dd_req_state_t *st;
     dd_dir_conf_t *d;
-    dd_inject_t in;
 
     if (r->main || !(st = request_state(first)))
         return DECLINED;
     d = dir_conf(r);
+    st->inject_pending = 0;
     if (!trace_on(d)) {
         clear_correlation(r); /* no trace will be sent: leave no ids that point nowhere */
         return DECLINED;
@@ -809,10 +850,13 @@ static int fixups(request_rec *r)
     if (r != first)
         set_correlation(r, st);
     decide(st, d);
-    dd_trace_inject_input(st->trace, st->trusted ? st->inbound.tracestate : NULL, &in);
-    in.baggage = baggage_out(r, st, dd_proxy_trust(d));
-    if (dd_inject(r->pool, r->headers_in, styles(), &in))
-        dd_span_set_meta(dd_trace_root(st->trace), "_dd.propagation_error", "inject_max_size");
+    /* Now when the handler is known (SetHandler, ProxyPass ...), so that later fixups (mod_headers'
+     * RequestHeader) see the headers; else at the handler, once it is chosen: a later fixup
+     * (mod_rewrite's per-directory [P], mod_dir) may still make the request a proxied one. */
+    if (handler_passes_headers(r->handler))
+        inject(r, st, d);
+    else
+        st->inject_pending = 1;
     return DECLINED;
 }
 
