@@ -12,6 +12,7 @@
 #include "httpd.h"
 #include "http_config.h"
 
+#include "dd_endpoint.h"
 #include "dd_obfuscate.h"
 #include "dd_propagation.h"
 #include "dd_sampler.h"
@@ -62,6 +63,9 @@ typedef struct {
     int query_string;                        /* DDTraceQueryString: UNSET, 0, 1 */
     const dd_qs_obfuscator_t *qs_obfuscator; /* DDTraceQueryStringObfuscation, NULL = unset */
     const dd_qs_obfuscator_t *resolved_qs; /* what applies, when query_string is on (post_config) */
+    int resource_renaming;        /* DDTraceResourceRenaming: UNSET, 0, 1 */
+    int resource_renaming_always; /* DDTraceResourceRenamingAlwaysSimplified: UNSET, 0, 1 */
+    int endpoint;                 /* what applies: DD_ENDPOINT_* (post_config) */
     /* X-Ray (issue 17): DDXRay, DDXRaySegmentName, DDXRayDaemonAddress */
     dd_xray_srv_conf_t xray;
     /* Global only: W3C baggage and extraction (issue 15) */
@@ -103,6 +107,8 @@ typedef struct {
     int query_string;                      /* DD_HTTP_SERVER_TAG_QUERY_STRING: UNSET, 0, 1 */
     const char *qs_regexp; /* DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP, else the default */
     const dd_qs_obfuscator_t *qs_obfuscator; /* qs_regexp compiled, when some server needs it */
+    int resource_renaming;        /* DD_TRACE_RESOURCE_RENAMING_ENABLED, else 0 */
+    int resource_renaming_always; /* DD_TRACE_RESOURCE_RENAMING_ALWAYS_SIMPLIFIED_ENDPOINT, else 0 */
     int trust;                               /* DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT: DD_TRUST_* */
     int extract_first;                       /* DD_TRACE_PROPAGATION_EXTRACT_FIRST */
     apr_array_header_t *baggage_tag_keys;    /* DD_TRACE_BAGGAGE_TAG_KEYS, else the default */
