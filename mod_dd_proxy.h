@@ -63,9 +63,9 @@ typedef struct {
     int query_string;                        /* DDTraceQueryString: UNSET, 0, 1 */
     const dd_qs_obfuscator_t *qs_obfuscator; /* DDTraceQueryStringObfuscation, NULL = unset */
     const dd_qs_obfuscator_t *resolved_qs; /* what applies, when query_string is on (post_config) */
-    int resource_renaming;        /* DDTraceResourceRenaming: UNSET, 0, 1 */
-    int resource_renaming_always; /* DDTraceResourceRenamingAlwaysSimplified: UNSET, 0, 1 */
-    int endpoint;                 /* what applies: DD_ENDPOINT_* (post_config) */
+    /* http.endpoint (issue 15): DDTraceResourceRenaming, ...AlwaysSimplified (UNSET, 0, 1),
+     * and what applies (DD_ENDPOINT_*, post_config) */
+    int resource_renaming, resource_renaming_always, endpoint;
     /* X-Ray (issue 17): DDXRay, DDXRaySegmentName, DDXRayDaemonAddress */
     dd_xray_srv_conf_t xray;
     /* Global only: W3C baggage and extraction (issue 15) */
@@ -107,13 +107,13 @@ typedef struct {
     int query_string;                      /* DD_HTTP_SERVER_TAG_QUERY_STRING: UNSET, 0, 1 */
     const char *qs_regexp; /* DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP, else the default */
     const dd_qs_obfuscator_t *qs_obfuscator; /* qs_regexp compiled, when some server needs it */
-    int resource_renaming;        /* DD_TRACE_RESOURCE_RENAMING_ENABLED, else 0 */
-    int resource_renaming_always; /* DD_TRACE_RESOURCE_RENAMING_ALWAYS_SIMPLIFIED_ENDPOINT, else 0 */
     int trust;                               /* DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT: DD_TRUST_* */
     int extract_first;                       /* DD_TRACE_PROPAGATION_EXTRACT_FIRST */
     apr_array_header_t *baggage_tag_keys;    /* DD_TRACE_BAGGAGE_TAG_KEYS, else the default */
     apr_int64_t baggage_max_items;           /* DD_TRACE_BAGGAGE_MAX_ITEMS, else 64 */
     apr_int64_t baggage_max_bytes;           /* DD_TRACE_BAGGAGE_MAX_BYTES, else 8192 */
+    /* DD_TRACE_RESOURCE_RENAMING_ENABLED, DD_TRACE_RESOURCE_RENAMING_ALWAYS_SIMPLIFIED_ENDPOINT */
+    int resource_renaming, resource_renaming_always;
 } dd_env_conf_t;
 
 extern dd_env_conf_t dd_proxy_env;

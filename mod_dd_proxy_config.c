@@ -673,8 +673,8 @@ void dd_proxy_resolve_features(apr_pool_t *p, server_rec *s)
     /* http.endpoint: Off unless renaming is on; then next to http.route too when "always" */
     for (server_rec *v = s; v; v = v->next) {
         dd_srv_conf_t *c = dd_proxy_srv_conf(v);
-        int on = c->resource_renaming != UNSET ? c->resource_renaming
-                                               : dd_proxy_env.resource_renaming;
+        int on =
+            c->resource_renaming != UNSET ? c->resource_renaming : dd_proxy_env.resource_renaming;
         int always = c->resource_renaming_always != UNSET ? c->resource_renaming_always
                                                           : dd_proxy_env.resource_renaming_always;
         c->endpoint = !on ? DD_ENDPOINT_OFF : always ? DD_ENDPOINT_ALWAYS : DD_ENDPOINT_FALLBACK;

@@ -60,7 +60,7 @@ static void test_kinds(void)
 {
     EP("/users/10", "/users/{param:int}");
     EP("/users/123456789012345678901234", "/users/{param:int}"); /* int before str, any length */
-    EP("/a/007", "/a/{param:int_id}"); /* a leading 0: not int, int_id */
+    EP("/a/007", "/a/{param:int_id}");                           /* a leading 0: not int, int_id */
     EP("/a/1.2", "/a/{param:int_id}");
     EP("/a/12.34.56", "/a/{param:int_id}");
     EP("/a/---", "/a/{param:int_id}"); /* dd-trace-cpp: int_id needs no digit */
@@ -108,7 +108,7 @@ static void test_query_and_limits(void)
        "/{param:hex_id}/{param:hex_id}/{param:hex_id}/{param:hex_id}/{param:hex_id}"
        "/{param:hex_id}/{param:hex_id}/{param:hex_id}/");
     EP("/12/12/12/12/12/12/12/12/", "/{param:int}/{param:int}/{param:int}/{param:int}"
-                                   "/{param:int}/{param:int}/{param:int}/{param:int}/");
+                                    "/{param:int}/{param:int}/{param:int}/{param:int}/");
 }
 
 int main(void)
