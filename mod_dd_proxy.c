@@ -432,6 +432,7 @@ static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc)
     tc->trace_id_128 = 1;
     tc->rules = c->resolved_rules;
     tc->error_statuses = c->error_statuses ? c->error_statuses : dd_proxy_env.error_statuses;
+    tc->endpoint = c->endpoint;
     tc->runtime_id = child.runtime_id[0] ? child.runtime_id : NULL;
     tc->pid = child.pid;
 }

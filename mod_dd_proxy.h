@@ -12,6 +12,7 @@
 #include "httpd.h"
 #include "http_config.h"
 
+#include "dd_endpoint.h"
 #include "dd_obfuscate.h"
 #include "dd_propagation.h"
 #include "dd_sampler.h"
@@ -62,6 +63,9 @@ typedef struct {
     int query_string;                        /* DDTraceQueryString: UNSET, 0, 1 */
     const dd_qs_obfuscator_t *qs_obfuscator; /* DDTraceQueryStringObfuscation, NULL = unset */
     const dd_qs_obfuscator_t *resolved_qs; /* what applies, when query_string is on (post_config) */
+    /* http.endpoint (issue 15): DDTraceResourceRenaming, ...AlwaysSimplified (UNSET, 0, 1),
+     * and what applies (DD_ENDPOINT_*, post_config) */
+    int resource_renaming, resource_renaming_always, endpoint;
     /* X-Ray (issue 17): DDXRay, DDXRaySegmentName, DDXRayDaemonAddress */
     dd_xray_srv_conf_t xray;
     /* Global only: W3C baggage and extraction (issue 15) */
@@ -108,6 +112,8 @@ typedef struct {
     apr_array_header_t *baggage_tag_keys;    /* DD_TRACE_BAGGAGE_TAG_KEYS, else the default */
     apr_int64_t baggage_max_items;           /* DD_TRACE_BAGGAGE_MAX_ITEMS, else 64 */
     apr_int64_t baggage_max_bytes;           /* DD_TRACE_BAGGAGE_MAX_BYTES, else 8192 */
+    /* DD_TRACE_RESOURCE_RENAMING_ENABLED, DD_TRACE_RESOURCE_RENAMING_ALWAYS_SIMPLIFIED_ENDPOINT */
+    int resource_renaming, resource_renaming_always;
 } dd_env_conf_t;
 
 extern dd_env_conf_t dd_proxy_env;

@@ -36,6 +36,7 @@ void *dd_proxy_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->queue_items = c->queue_bytes = UNSET;
     c->sample_rate = c->rate_limit = -1;
     c->client_ip = c->query_string = UNSET;
+    c->resource_renaming = c->resource_renaming_always = UNSET;
     c->extract_first = UNSET;
     c->baggage_max_items = c->baggage_max_bytes = UNSET;
     dd_proxy_xray_srv_init(&c->xray);
@@ -69,6 +70,8 @@ void *dd_proxy_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(error_statuses);
     MERGE_INT(query_string);
     MERGE_PTR(qs_obfuscator);
+    MERGE_INT(resource_renaming);
+    MERGE_INT(resource_renaming_always);
     MERGE_INT(extract_first);
     MERGE_PTR(baggage_tag_keys);
     MERGE_INT(baggage_max_items);
@@ -544,6 +547,13 @@ const command_rec dd_proxy_cmds[] = {
     AP_INIT_RAW_ARGS("DDTraceQueryStringObfuscation", set_qs_obfuscation, NULL, RSRC_CONF,
                      "regular expression whose matches in the query string become <redacted> "
                      "(default: the tracers'; \"\" for none)"),
+    AP_INIT_TAKE1("DDTraceResourceRenaming", set_srv_flag, SRV_FIELD(resource_renaming), RSRC_CONF,
+                  "On|Off: http.endpoint, the path with its parameters as placeholders, where "
+                  "there is no http.route (default Off)"),
+    AP_INIT_TAKE1("DDTraceResourceRenamingAlwaysSimplified", set_srv_flag,
+                  SRV_FIELD(resource_renaming_always), RSRC_CONF,
+                  "On|Off: with DDTraceResourceRenaming On, http.endpoint also next to "
+                  "http.route (default Off)"),
     DD_PROXY_XRAY_CMDS,
     {NULL},
 };
@@ -625,6 +635,11 @@ static void read_feature_env(apr_pool_t *p, server_rec *s, int report)
     dd_proxy_env.qs_regexp = v ? v : dd_qs_default_regexp;
     dd_proxy_env.qs_obfuscator = NULL;
 
+    env_bool(s, report, 6050, "DD_TRACE_RESOURCE_RENAMING_ENABLED", 0,
+             &dd_proxy_env.resource_renaming);
+    env_bool(s, report, 6051, "DD_TRACE_RESOURCE_RENAMING_ALWAYS_SIMPLIFIED_ENDPOINT", 0,
+             &dd_proxy_env.resource_renaming_always);
+
     dd_proxy_env.trust = DD_TRUST_CONTINUE;
     if ((v = env_value("DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT"))) {
         int t = parse_trust(v);
@@ -655,6 +670,15 @@ static void read_feature_env(apr_pool_t *p, server_rec *s, int report)
 void dd_proxy_resolve_features(apr_pool_t *p, server_rec *s)
 {
     int report = ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG;
+    /* http.endpoint: Off unless renaming is on; then next to http.route too when "always" */
+    for (server_rec *v = s; v; v = v->next) {
+        dd_srv_conf_t *c = dd_proxy_srv_conf(v);
+        int on =
+            c->resource_renaming != UNSET ? c->resource_renaming : dd_proxy_env.resource_renaming;
+        int always = c->resource_renaming_always != UNSET ? c->resource_renaming_always
+                                                          : dd_proxy_env.resource_renaming_always;
+        c->endpoint = !on ? DD_ENDPOINT_OFF : always ? DD_ENDPOINT_ALWAYS : DD_ENDPOINT_FALLBACK;
+    }
     for (server_rec *v = s; v; v = v->next) {
         dd_srv_conf_t *c = dd_proxy_srv_conf(v);
         int on = c->query_string != UNSET ? c->query_string : dd_proxy_env.query_string == 1;

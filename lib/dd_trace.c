@@ -8,6 +8,7 @@
  */
 #include "dd_trace.h"
 #include "dd_encode.h"
+#include "dd_endpoint.h"
 #include "dd_util.h"
 
 #include <string.h>
@@ -143,6 +144,11 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         for (int i = 0; i < req->tags->nelts; i++)
             dd_span_put_meta(s, &m[i]);
     }
+    /* http.endpoint from http.url's path, as dd-trace-cpp sets it: not over one already set
+     * (a header tag), and only where there is no http.route unless always asked for */
+    if (conf->endpoint != DD_ENDPOINT_OFF && !dd_span_get_meta(s, "http.endpoint") &&
+        (conf->endpoint == DD_ENDPOINT_ALWAYS || !dd_span_get_meta(s, "http.route")))
+        ADD(s, "http.endpoint", dd_endpoint_infer(p, path ? path : "", path ? strlen(path) : 0));
     if (req->truncated)
         *truncated = 1;
     return s;

@@ -30,6 +30,8 @@ typedef struct {
     const dd_rules_t *rules; /* sampling rules incl. the DDSampleRate catch-all, or NULL */
     /* Server error statuses (DDTraceServerErrorStatuses): NULL = 500-599. */
     const dd_status_set_t *error_statuses;
+    /* http.endpoint on the server span (DDTraceResourceRenaming): DD_ENDPOINT_* */
+    int endpoint;
     /* The process's runtime tags on every span, as dd-trace-cpp (httpd-datadog) sends them:
      * meta runtime-id and language, metric process_id. NULL / 0: not sent. */
     const char *runtime_id; /* dd_runtime_id() of this child process */

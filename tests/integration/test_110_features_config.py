@@ -54,7 +54,9 @@ def test_bad_value_fails_config_test(conf_httpd, line, tokens):
                                        "DDTraceClientIPHeader x-real-ip",
                                        "DDTraceServerErrorStatuses 500-599",
                                        "DDTraceQueryString On",
-                                       "DDTraceQueryStringObfuscation secret"])
+                                       "DDTraceQueryStringObfuscation secret",
+                                       "DDTraceResourceRenaming On",
+                                       "DDTraceResourceRenamingAlwaysSimplified On"])
 def test_not_in_location(conf_httpd, directive):
     rc, out = conf_httpd.config_test(f"<Location /x>\n {directive}\n</Location>\n")
     assert rc != 0 and "Invalid command" not in out, out
@@ -69,6 +71,8 @@ DDTraceClientIPHeader True-Client-IP
 DDTraceServerErrorStatuses 500-599, 429
 DDTraceQueryString On
 DDTraceQueryStringObfuscation '(?:secret|sig)=[^&]+'
+DDTraceResourceRenaming On
+DDTraceResourceRenamingAlwaysSimplified On
 """
 
 
@@ -78,7 +82,9 @@ def test_good_config_passes_quietly(conf_httpd):
     DDTraceClientIP Off
     DDTraceServerErrorStatuses 400-403
     DDTraceQueryString Off
-    DDTraceQueryStringObfuscation \"\"""")
+    DDTraceQueryStringObfuscation \"\"
+    DDTraceResourceRenaming Off
+    DDTraceResourceRenamingAlwaysSimplified Off""")
     rc, out = conf_httpd.config_test(GOOD + vh)
     assert rc == 0, out
     noise = [ln for ln in out.splitlines() if ln.strip() and ln.strip() != "Syntax OK"]
@@ -94,10 +100,12 @@ BAD_ENV = {
     "DD_TRACE_HTTP_SERVER_ERROR_STATUSES": ("500-700", "DDP6006"),
     "DD_HTTP_SERVER_TAG_QUERY_STRING": ("sure", "DDP6007"),
     "DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP": ("(unclosed", "DDP6008"),
+    "DD_TRACE_RESOURCE_RENAMING_ENABLED": ("sometimes", "DDP6050"),
+    "DD_TRACE_RESOURCE_RENAMING_ALWAYS_SIMPLIFIED_ENDPOINT": ("often", "DDP6051"),
 }
 
 
-@pytest.mark.allow_log(r"DDP600[1-8]")
+@pytest.mark.allow_log(r"DDP600[1-8]", r"DDP605[01]")
 def test_bad_environment_reported_and_defaults_apply(httpd_factory, agent, backend):
     env = {k: v for k, (v, _) in BAD_ENV.items()}
     # the regexp is only compiled for a server that shows query strings
@@ -112,7 +120,8 @@ ProxyPass /api/ {backend.url}/
         lines = [ln for ln in log.splitlines() if logid in ln]
         assert len(lines) == 1, f"{logid} for {name}: {lines}\n{log}"
         assert name in lines[0] and value in lines[0], lines[0]
-    # defaults: traced, 500-599, no header tags, httpd's client address, no query string
+    # defaults: traced, 500-599, no header tags, httpd's client address, no query string, no
+    # http.endpoint
     ua = unique_ua("badenv")
     r = h.get("/api/status/503?secret=1", headers={"User-Agent": ua, "x-ok": "1",
                                                   "X-Forwarded-For": "8.8.8.8"})
@@ -123,6 +132,7 @@ ProxyPass /api/ {backend.url}/
     assert m["http.url"] == f"http://127.0.0.1:{h.port}/api/status/503", dump(s)
     assert m["http.client_ip"] == "127.0.0.1", dump(s)
     assert not any(k.startswith("http.request.headers.") for k in m), dump(s)
+    assert "http.endpoint" not in m, dump(s)
 
 
 def test_shipped_conf_with_every_directive_uncommented(conf_httpd):

@@ -2,6 +2,7 @@
 /* test_trace.c - spans built from a request (+ gateway), sampling, finishing. */
 #include "unit.h"
 #include "dd_trace.h"
+#include "dd_endpoint.h"
 
 #include <math.h>
 #include <signal.h>
@@ -732,6 +733,41 @@ static void test_ipv6_urls(void)
     }
 }
 
+/* http.endpoint (DDTraceResourceRenaming): off by default; fallback only without http.route;
+ * always next to it; never over a header tag of that name; on the server span only. */
+static void test_endpoint(void)
+{
+    dd_trace_conf_t c = conf();
+    dd_request_info_t r = request();
+    dd_gateway_t g = gateway(DD_GW_AWS_APIGATEWAY);
+    apr_array_header_t *tags = apr_array_make(pool, 1, sizeof(dd_meta_t));
+    dd_trace_t *t;
+
+    t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    CHECK(dd_span_get_meta(t->server, "http.endpoint") == NULL);
+    c.endpoint = DD_ENDPOINT_FALLBACK;
+    r.path = "/api/users/123/";
+    t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    CHECK_STR(dd_span_get_meta(t->server, "http.endpoint"), "/api/users/{param:int}/");
+    CHECK_STR(t->server->resource, "GET /api/users/123/");
+    t = dd_trace_start(pool, &c, &r, &g, NULL); /* the gateway's resource path: http.route */
+    CHECK_STR(dd_span_get_meta(t->server, "http.route"), "/users/{id}");
+    CHECK(dd_span_get_meta(t->server, "http.endpoint") == NULL);
+    CHECK(dd_span_get_meta(t->inferred, "http.endpoint") == NULL);
+    c.endpoint = DD_ENDPOINT_ALWAYS;
+    t = dd_trace_start(pool, &c, &r, &g, NULL);
+    CHECK_STR(dd_span_get_meta(t->server, "http.endpoint"), "/api/users/{param:int}/");
+    CHECK(dd_span_get_meta(t->inferred, "http.endpoint") == NULL);
+    r.path = NULL; /* a request httpd could not read: http.url has no path */
+    t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    CHECK_STR(dd_span_get_meta(t->server, "http.endpoint"), "/");
+    r.path = "/api/users/123";
+    *(dd_meta_t *)apr_array_push(tags) = (dd_meta_t){"http.endpoint", "/mine", 0, 0};
+    r.tags = tags;
+    t = dd_trace_start(pool, &c, &r, NULL, NULL);
+    CHECK_STR(dd_span_get_meta(t->server, "http.endpoint"), "/mine");
+}
+
 int main(void)
 {
     apr_initialize();
@@ -750,6 +786,7 @@ int main(void)
     test_tag_precedence();
     test_many_tags_linear();
     test_ipv6_urls();
+    test_endpoint();
     apr_pool_destroy(pool);
     apr_terminate();
     UNIT_DONE();
