@@ -31,17 +31,6 @@ static void trim(const char **s, const char **e)
         (*e)--;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes [s, e): each valid %XX becomes its byte, anything else stays; then valid
  * UTF-8 (U+FFFD for what is not). That is decodeURIComponent where it succeeds, and
  * dd-trace-js's fallback where it throws. */
@@ -56,10 +45,9 @@ static const char *decode_value(apr_pool_t *p, const char *s, const char *e)
         return dd_str_clean(p, apr_pstrmemdup(p, s, len), len, len * 3 + 1, &dummy);
     out = apr_palloc(p, len + 1);
     for (const char *q = s; q < e; q++) {
-        int hi, lo;
-        if (*q == '%' && e - q >= 3 && (hi = hexval((unsigned char)q[1])) >= 0 &&
-            (lo = hexval((unsigned char)q[2])) >= 0) {
-            out[o++] = (char)(hi << 4 | lo);
+        uint64_t byte;
+        if (*q == '%' && e - q >= 3 && dd_parse_u64_hex(q + 1, 2, &byte)) {
+            out[o++] = (char)byte;
             q += 2;
         } else {
             out[o++] = *q;
