@@ -14,7 +14,8 @@ STYLES = {".c": f"/* {TAG} */", ".h": f"/* {TAG} */", ".py": f"# {TAG}", ".sh": 
           ".js": f"// {TAG}", ".lua": f"-- {TAG}", ".am": f"# {TAG}", ".ac": f"dnl {TAG}",
           ".conf": f"# {TAG}", ".load": f"# {TAG}", ".ci/run": f"# {TAG}",
           "debian/rules": f"# {TAG}"}
-SKIP = ("fuzz/corpus/", "tests/integration/snapshots/")
+SKIP = ("fuzz/corpus/", "tests/integration/snapshots/",
+        "tests/peers/dd-apm-test-agent/ddapm_test_agent/")  # Datadog's, with its own licence
 
 
 def style(path):

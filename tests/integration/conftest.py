@@ -182,9 +182,10 @@ def _check_logs_and_agents(request):
 # --- peers that must be there ------------------------------------------------------------------
 # A peer test whose real peer (Datadog's Node.js tracer, the AWS X-Ray SDK) cannot be set up
 # skips with the reason. With DD_TEST_REQUIRE_PEERS=1 (what CI sets: .ci/run installs them) such
-# a skip fails the run instead, so a broken install can never pass CI silently. The test agent
-# (test_980) is not among them: its source cannot be installed from Debian or npm.
-_PEER_SKIP_RE = re.compile(r"Node peer unavailable|X-Ray SDK peer is missing")
+# a skip fails the run instead, so a broken install can never pass CI silently. Datadog's test
+# agent (test_980) is among them: a copy is in tests/peers/dd-apm-test-agent.
+_PEER_SKIP_RE = re.compile(r"Node peer unavailable|X-Ray SDK peer is missing|"
+                           r"test agent is missing|the test agent in .* (cannot be imported|did not start)")
 _PEER_SKIPS = []
 
 

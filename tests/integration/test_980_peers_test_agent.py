@@ -2,17 +2,18 @@
 """test_980_peers_test_agent.py - issue 15 item 2: Datadog's APM test agent
 (DataDog/dd-apm-test-agent, the validator the tracers' own CI uses) as the module's agent.
 
-The test agent is not packaged for Debian, PyPI is out of reach here, and its code is not ours
-to ship, so this test uses a checkout someone put on the machine:
+The test agent is not packaged for Debian and PyPI is out of reach here, so a copy of it is in
+the tree (tests/peers/dd-apm-test-agent, its README says which commit), with stubs for the
+Python modules it imports that Debian lacks and its trace checks do not use. Another checkout
+can be given instead:
 
     DD_TEST_AGENT_SRC=/path/to/dd-apm-test-agent   # the directory holding ddapm_test_agent/
-    DD_TEST_AGENT_PYTHONPATH=/path/a:/path/b      # optional: where the Python modules it
-                                                  # imports and Debian lacks come from
+    DD_TEST_AGENT_PYTHONPATH=/path/a:/path/b      # where the modules Debian lacks come from
 
 It runs on Debian's Python (/usr/bin/python3 with python3-aiohttp, -yarl, -multidict, -jinja2,
 -protobuf, -grpcio, -msgpack, -requests, -yaml; scripts/deps.sh installs them). Without
-DD_TEST_AGENT_SRC, or when the agent cannot be imported or started, every test here skips and
-says why: it never passes without the real agent.
+the agent's source, or when it cannot be imported or started, every test here skips and says
+why (and CI, with DD_TEST_REQUIRE_PEERS=1, fails): it never passes without the real agent.
 
 With every one of its checks enabled (the list is read from the agent itself), httpd sends it
 a trace of each gateway, a plain request and one with span links; for each the agent compares
@@ -34,8 +35,14 @@ import requests
 from helpers import counters, gateway_headers, status_location
 from httpd import free_port
 
-SRC = os.environ.get("DD_TEST_AGENT_SRC", "")
-EXTRA_PATH = os.environ.get("DD_TEST_AGENT_PYTHONPATH", "")
+VENDORED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers",
+                        "dd-apm-test-agent")
+SRC = os.environ.get("DD_TEST_AGENT_SRC") or (
+    os.path.normpath(VENDORED) if os.path.isdir(os.path.join(VENDORED, "ddapm_test_agent"))
+    else "")
+EXTRA_PATH = os.environ.get("DD_TEST_AGENT_PYTHONPATH") or (
+    os.path.normpath(os.path.join(VENDORED, "stubs")) if SRC == os.path.normpath(VENDORED)
+    else "")
 UPDATE = os.environ.get("DD_TEST_AGENT_SNAPSHOT_UPDATE", "") not in ("", "0")
 PYTHON = "/usr/bin/python3"
 SNAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "snapshots", "test_agent")
@@ -45,8 +52,8 @@ IGNORED = ("span_id,trace_id,parent_id,duration,start,meta._dd.p.tid,meta.runtim
 UA = "ddtest-snapshot/1.0"
 HOST = "snapshot.example"  # fixed host (and default port) in http.url
 
-pytestmark = pytest.mark.skipif(not SRC, reason="DD_TEST_AGENT_SRC is not set: Datadog's test "
-                                "agent (DataDog/dd-apm-test-agent) is not on this machine")
+pytestmark = pytest.mark.skipif(not SRC, reason="Datadog's test agent is missing: no "
+                                "tests/peers/dd-apm-test-agent and no DD_TEST_AGENT_SRC")
 
 
 def _env():
