@@ -762,6 +762,16 @@ static int post_read_request(request_rec *r)
     return DECLINED;
 }
 
+/* The tracing state of the request r belongs to (r itself, the request it was redirected
+ * from, or the main request of a subrequest), or NULL when it is not traced. Unlike
+ * request_state, it never starts one. */
+static dd_req_state_t *traced_state(request_rec *r)
+{
+    void *st = ap_get_module_config(first_request(r->main ? r->main : r)->request_config,
+                                    &dd_proxy_module);
+    return st == &not_traced ? NULL : st;
+}
+
 /* Does a request that this handler serves pass its headers on (mod_proxy, mod_proxy_fcgi,
  * CGI, an application server's module)? Not when it is a static file: httpd's default handler,
  * or a media type as the handler (what ap_invoke_handler makes of a file's type), which the
@@ -799,10 +809,8 @@ static int strip_before_handlers(request_rec *r)
     /* The context for a handler that passes headers on, when fixups left it to now: the
      * request itself (its handler changed after fixups) or a subrequest (SSI include virtual,
      * mod_dir's index) of a request that is a static file itself. */
-    st = ap_get_module_config(first_request(r->main ? r->main : r)->request_config,
-                              &dd_proxy_module);
-    if (st && st != (void *)&not_traced && st->inject_pending &&
-        handler_passes_headers(r->handler)) {
+    st = traced_state(r);
+    if (st && st->inject_pending && handler_passes_headers(r->handler)) {
         inject(r, st, dir_conf(r));
         if (!r->main)
             st->inject_pending = 0; /* r's headers are the first request's (and its subrequests') */
@@ -812,8 +820,7 @@ static int strip_before_handlers(request_rec *r)
 
 dd_trace_t *dd_proxy_request_trace(request_rec *r)
 {
-    request_rec *first = first_request(r->main ? r->main : r);
-    dd_req_state_t *st = ap_get_module_config(first->request_config, &dd_proxy_module);
+    dd_req_state_t *st = traced_state(r);
     return st ? st->trace : NULL;
 }
 
