@@ -326,6 +326,7 @@ static void child_init(apr_pool_t *p, server_rec *s)
 /* DDPropagationStyle (else DD_TRACE_PROPAGATION_STYLE) with DDPropagationExtractFirst, and
  * the baggage settings: global, resolved in post_config. */
 static dd_styles_t resolved_styles;
+static int baggage_style; /* baggage is one of resolved_styles */
 static dd_baggage_limits_t baggage_limits;
 static const apr_array_header_t *baggage_tag_keys;
 
@@ -340,6 +341,7 @@ static void resolve_propagation(server_rec *s)
     resolved_styles = c->styles ? *c->styles : dd_proxy_env.styles;
     resolved_styles.extract_first =
         c->extract_first != UNSET ? c->extract_first : dd_proxy_env.extract_first;
+    baggage_style = dd_styles_have(&resolved_styles, DD_STYLE_BAGGAGE);
     baggage_limits.max_items =
         (int)(c->baggage_max_items != UNSET ? c->baggage_max_items
                                             : dd_proxy_env.baggage_max_items);
@@ -706,7 +708,7 @@ static dd_req_state_t *start_request(request_rec *r, int accepted, const dd_req_
     strip_gateway_headers(r);
     st->has_gw = gst == DD_GW_OK;
     st->has_inbound = dd_extract(r->pool, headers, styles(), &st->inbound);
-    if (dd_styles_have(styles(), DD_STYLE_BAGGAGE))
+    if (baggage_style)
         read_baggage(r, headers, st);
 
     resolve_trace_conf(c, &st->tc);
