@@ -15,15 +15,20 @@ continues httpd's trace).
 
 One process serves a whole test module (start takes about a second). When Node or the
 installed tracer is missing, `node_unavailable()` says why, and the tests skip with that reason
-(CI installs both: scripts/deps.sh, scripts/peers.sh).
+(CI installs both: scripts/deps.sh, scripts/peers.sh). A module's fixture is usually just
+
+    with running_node(agent.url, "node-svc", env={...}) as node:
+        yield node
 """
 
+import contextlib
 import json
 import os
 import subprocess
 import threading
 import time
 
+import pytest
 import requests
 
 NODE = "/usr/bin/node"
@@ -152,3 +157,22 @@ class NodePeer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+@contextlib.contextmanager
+def running_node(agent_url, service, env=None, inferred=True):
+    """A started NodePeer for the block, stopped after it. Skips the test when Node or the
+    tracer is missing (the reason names what; CI turns such a skip into a failure), fails it
+    when the app would not start."""
+    why = node_unavailable()
+    if why:
+        pytest.skip(f"Node peer unavailable: {why}")
+    n = NodePeer(agent_url, service=service, env=env, inferred=inferred)
+    try:
+        n.start()
+    except NodePeerError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield n
+    finally:
+        n.stop()

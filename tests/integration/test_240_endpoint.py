@@ -17,7 +17,7 @@ import pytest
 from helpers import (NOT_MPM, by_name, dump, gateway_headers, one_chunk, one_chunk_where,
                      server_span, unique_ua)
 from httpd import vhost
-from peers import NodePeer, NodePeerError, node_unavailable
+from peers import running_node
 
 pytestmark = NOT_MPM  # runs on the event and sanitized passes: it does not depend on the MPM
 
@@ -151,17 +151,9 @@ def test_environment_and_directives_beating_it(h_env, agent):
 
 @pytest.fixture(scope="module")
 def node(agent):
-    why = node_unavailable()
-    if why:
-        pytest.skip(f"Node peer unavailable: {why}")
-    n = NodePeer(agent.url, service="endpoint-peer", inferred=False,
-                 env={"DD_TRACE_RESOURCE_RENAMING_ENABLED": "true"})
-    try:
-        n.start()
-    except NodePeerError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield n
-    n.stop()
+    with running_node(agent.url, "endpoint-peer", inferred=False,
+                      env={"DD_TRACE_RESOURCE_RENAMING_ENABLED": "true"}) as n:
+        yield n
 
 
 def node_endpoint(node, agent, path):

@@ -17,7 +17,7 @@ import pytest
 
 from helpers import NOT_MPM, dump, gateway_headers, one_chunk_where, unique_ua
 from httpd import vhost
-from peers import NodePeer, NodePeerError, node_unavailable
+from peers import running_node
 
 pytestmark = NOT_MPM  # runs on the event and sanitized passes: it does not depend on the MPM
 
@@ -41,16 +41,9 @@ DDPropagationStyle datadog tracecontext b3multi
 
 @pytest.fixture(scope="module")
 def node(agent):
-    if node_unavailable():
-        pytest.skip(f"Node peer unavailable: {node_unavailable()}")
-    n = NodePeer(agent.url, service="links-node",
-                 env={"DD_TRACE_PROPAGATION_STYLE": "datadog,tracecontext,b3multi"})
-    try:
-        n.start()
-    except NodePeerError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield n
-    n.stop()
+    with running_node(agent.url, "links-node",
+                      env={"DD_TRACE_PROPAGATION_STYLE": "datadog,tracecontext,b3multi"}) as n:
+        yield n
 
 
 def same_trace_headers(p=True):

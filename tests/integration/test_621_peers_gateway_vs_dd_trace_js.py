@@ -17,7 +17,7 @@ import time
 import pytest
 
 from helpers import NOT_MPM, NO_TIME, dump, gateway_headers, now_ms, one_chunk_where, unique_ua
-from peers import NodePeer, NodePeerError, node_unavailable
+from peers import node_unavailable, running_node
 
 pytestmark = [NOT_MPM,  # the event and sanitized passes: it does not depend on the MPM
               pytest.mark.skipif(node_unavailable() is not None,
@@ -73,14 +73,9 @@ SAMPLING_KEYS = ("_sampling_priority_v1", "_dd.agent_psr", "_dd.rule_psr", "_dd.
 
 @pytest.fixture(scope="module")
 def node(agent):
-    n = NodePeer(agent.url, service=SERVICE,
-                 env={"DD_ENV": ENV, "DD_VERSION": VERSION, "DD_TAGS": "team:edge"})
-    try:
-        n.start()
-    except NodePeerError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield n
-    n.stop()
+    with running_node(agent.url, SERVICE,
+                      env={"DD_ENV": ENV, "DD_VERSION": VERSION, "DD_TAGS": "team:edge"}) as n:
+        yield n
 
 
 @pytest.fixture(scope="module")
@@ -277,13 +272,8 @@ def test_gateway_span_matches_dd_trace_js(h, node, agent, case, path, gw, ctx, s
 
 @pytest.fixture(scope="module")
 def node_rule(agent):
-    n = NodePeer(agent.url, service=SERVICE, env={"DD_TRACE_SAMPLE_RATE": "0.5"})
-    try:
-        n.start()
-    except NodePeerError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield n
-    n.stop()
+    with running_node(agent.url, SERVICE, env={"DD_TRACE_SAMPLE_RATE": "0.5"}) as n:
+        yield n
 
 
 @pytest.fixture(scope="module")

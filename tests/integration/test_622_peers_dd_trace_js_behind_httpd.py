@@ -15,7 +15,7 @@ import pytest
 
 from helpers import NOT_MPM, dump, gateway_headers, one_chunk_where, unique_ua
 from httpd import vhost
-from peers import NodePeer, NodePeerError, node_unavailable
+from peers import node_unavailable, running_node
 
 pytestmark = [NOT_MPM,  # the event and sanitized passes: it does not depend on the MPM
               pytest.mark.skipif(node_unavailable() is not None,
@@ -30,14 +30,9 @@ USR = "u-42"
 
 @pytest.fixture(scope="module")
 def node(agent):
-    n = NodePeer(agent.url, service="node-behind",
-                 env={"DD_TRACE_PROPAGATION_STYLE_EXTRACT": "datadog,tracecontext,b3multi"})
-    try:
-        n.start()
-    except NodePeerError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield n
-    n.stop()
+    with running_node(agent.url, "node-behind",
+                      env={"DD_TRACE_PROPAGATION_STYLE_EXTRACT": "datadog,tracecontext,b3multi"}) as n:
+        yield n
 
 
 @pytest.fixture(scope="module")

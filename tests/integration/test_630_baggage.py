@@ -21,7 +21,7 @@ import pytest
 from helpers import (NOT_MPM, counters, dump, gateway_headers, one_chunk_where, status_location,
                      unique_ua)
 from httpd import vhost
-from peers import NodePeer, NodePeerError, node_unavailable
+from peers import running_node
 
 pytestmark = NOT_MPM  # propagation does not depend on the MPM
 
@@ -96,39 +96,26 @@ ProxyPass /api/ {backend.url}/
         "DD_TRACE_PROPAGATION_EXTRACT_FIRST": "true"})
 
 
-def node_peer(agent, service, env):
-    if node_unavailable():
-        pytest.skip(f"Node peer unavailable: {node_unavailable()}")
-    n = NodePeer(agent.url, service=service, env=env)
-    try:
-        n.start()
-    except NodePeerError as e:
-        pytest.fail(str(e), pytrace=False)
-    return n
-
-
 @pytest.fixture(scope="module")
 def node(agent):
-    n = node_peer(agent, "bag-node", {})
-    yield n
-    n.stop()
+    with running_node(agent.url, "bag-node") as n:
+        yield n
 
 
 @pytest.fixture(scope="module")
 def node_restart(agent):
-    n = node_peer(agent, "bag-node-restart", {"DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT": "restart"})
-    yield n
-    n.stop()
+    with running_node(agent.url, "bag-node-restart",
+                      env={"DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT": "restart"}) as n:
+        yield n
 
 
 @pytest.fixture(scope="module")
 def node_env(agent):
-    n = node_peer(agent, "bag-node-env", {
-        "DD_TRACE_BAGGAGE_TAG_KEYS": "*", "DD_TRACE_BAGGAGE_MAX_ITEMS": "2",
-        "DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT": "restart",
-        "DD_TRACE_PROPAGATION_EXTRACT_FIRST": "true"})
-    yield n
-    n.stop()
+    with running_node(agent.url, "bag-node-env", env={
+            "DD_TRACE_BAGGAGE_TAG_KEYS": "*", "DD_TRACE_BAGGAGE_MAX_ITEMS": "2",
+            "DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT": "restart",
+            "DD_TRACE_PROPAGATION_EXTRACT_FIRST": "true"}) as n:
+        yield n
 
 
 def through_httpd(h, agent, backend, path, headers):
