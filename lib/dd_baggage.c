@@ -17,6 +17,17 @@ static int is_tchar(unsigned char c)
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
+/* A key: one or more tchars. */
+static int valid_key(const char *k, size_t len)
+{
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)k[i]))
+            return 0;
+    return 1;
+}
+
 /* JavaScript's String.prototype.trim for the ASCII white space a header can hold. */
 static int is_space(unsigned char c)
 {
@@ -126,11 +137,8 @@ dd_baggage_status_t dd_baggage_extract(apr_pool_t *p, const char *header,
         ve = mend;
         trim(&ks, &ke);
         trim(&vs, &ve);
-        if (ks == ke || vs == ve)
+        if (vs == ve || !valid_key(ks, (size_t)(ke - ks)))
             return DD_BAGGAGE_MALFORMED;
-        for (const char *k = ks; k < ke; k++)
-            if (!is_tchar((unsigned char)*k))
-                return DD_BAGGAGE_MALFORMED;
         if (!out)
             out = apr_array_make(p, 8, sizeof(dd_meta_t));
         put_item(out, apr_pstrmemdup(p, ks, (size_t)(ke - ks)), (size_t)(ke - ks),
@@ -149,16 +157,6 @@ static int uri_unreserved(unsigned char c)
     if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
         return 1;
     return c && strchr("-_.!~*'()", c) != NULL;
-}
-
-static int valid_key(const char *k, size_t len)
-{
-    if (len == 0)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)k[i]))
-            return 0;
-    return 1;
 }
 
 char *dd_baggage_encode(apr_pool_t *p, const apr_array_header_t *items,
