@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <apr_strings.h>
 #include <jansson.h>
@@ -32,6 +33,7 @@ typedef struct {
     const tag_rule_t *tags; /* every one must match */
     int ntags;
     double rate;
+    int mechanism; /* _dd.p.dm: DD_MECH_RULE, or a remote rule's (DD_MECH_REMOTE_*) */
 } rule_t;
 
 struct dd_rules {
@@ -127,6 +129,7 @@ static const char *parse_rule(apr_pool_t *p, int n, json_t *obj, rule_t *rule)
     }
     if (!has_rate)
         return apr_psprintf(p, "rule %d: sample_rate is missing", n);
+    rule->mechanism = DD_MECH_RULE;
     return NULL;
 }
 
@@ -181,6 +184,108 @@ dd_rules_t *dd_rules_add_catch_all(apr_pool_t *p, const dd_rules_t *rules, doubl
     all = apr_array_push(out->rules);
     memset(all, 0, sizeof(*all));
     all->rate = rate;
+    all->mechanism = DD_MECH_RULE;
+    return out;
+}
+
+/* Remote configuration's form (dd-trace-cpp config_manager.cpp parse_rule): service,
+ * resource, sample_rate and provenance required; name optional; tags a list of
+ * {"key", "value_glob"}. Other keys are ignored, as the tracers do. */
+static const char *parse_rc_rule(apr_pool_t *p, int n, json_t *obj, rule_t *rule)
+{
+    json_t *v, *e;
+    const char *why, *prov;
+    size_t i;
+    tag_rule_t *tags;
+
+    if (!json_is_object(obj))
+        return apr_psprintf(p, "rule %d: must be a JSON object", n);
+    memset(rule, 0, sizeof(*rule));
+    static const char *const req[] = {"service", "resource"};
+    for (int k = 0; k < 2; k++) {
+        if (!(v = json_object_get(obj, req[k])))
+            return apr_psprintf(p, "rule %d: %s is missing", n, req[k]);
+        if ((why = parse_glob(p, n, req[k], v, k ? &rule->resource : &rule->service)))
+            return why;
+    }
+    if ((v = json_object_get(obj, "name")) && (why = parse_glob(p, n, "name", v, &rule->name)))
+        return why;
+    if (!(v = json_object_get(obj, "sample_rate")))
+        return apr_psprintf(p, "rule %d: sample_rate is missing", n);
+    if ((why = parse_rate(p, n, v, rule)))
+        return why;
+    prov = json_string_value(json_object_get(obj, "provenance"));
+    if (!prov)
+        return apr_psprintf(p, "rule %d: provenance must be a string", n);
+    if (strcasecmp(prov, "customer") == 0)
+        rule->mechanism = DD_MECH_REMOTE_USER;
+    else if (strcasecmp(prov, "dynamic") == 0)
+        rule->mechanism = DD_MECH_REMOTE_DYNAMIC;
+    else
+        return apr_psprintf(p, "rule %d: provenance '%.*s' is not customer or dynamic", n,
+                            MAX_QUOTED_KEY, prov);
+    if ((v = json_object_get(obj, "tags")) && !json_is_null(v)) {
+        if (!json_is_array(v))
+            return apr_psprintf(p, "rule %d: 'tags' must be a list", n);
+        tags = apr_pcalloc(p, (json_array_size(v) + 1) * sizeof(*tags));
+        json_array_foreach(v, i, e)
+        {
+            const char *k = json_string_value(json_object_get(e, "key"));
+            const char *g = json_string_value(json_object_get(e, "value_glob"));
+            if (!k || !g)
+                return apr_psprintf(p, "rule %d: tag %d needs string key and value_glob", n,
+                                    (int)i + 1);
+            tags[i].key = apr_pstrdup(p, k);
+            tags[i].pattern = apr_pstrdup(p, g);
+        }
+        rule->tags = tags;
+        rule->ntags = (int)json_array_size(v);
+    }
+    return NULL;
+}
+
+dd_rules_t *dd_rules_parse_remote(apr_pool_t *p, const void *json_list, const char **err)
+{
+    const json_t *list = json_list;
+    const char *why = NULL;
+    dd_rules_t *rules;
+    size_t n = json_array_size(list);
+
+    if (!json_is_array(list)) {
+        *err = "must be a JSON list of rules";
+        return NULL;
+    }
+    rules = rules_make(p, (int)n);
+    for (size_t i = 0; i < n && !why; i++)
+        why = parse_rc_rule(p, (int)i + 1, json_array_get(list, i), apr_array_push(rules->rules));
+    *err = why;
+    return why ? NULL : rules;
+}
+
+static int is_catch_all(const rule_t *r)
+{
+    return !r->service && !r->name && !r->resource && r->ntags == 0;
+}
+
+dd_rules_t *dd_rules_override(apr_pool_t *p, const dd_rules_t *remote, const dd_rules_t *local,
+                              int has_rate, double rate)
+{
+    int nr = remote ? remote->rules->nelts : 0, nl = local ? local->rules->nelts : 0;
+    const rule_t *l = nl ? (const rule_t *)local->rules->elts : NULL;
+    dd_rules_t *out = rules_make(p, nr + nl + 1);
+
+    for (int i = 0; i < nr; i++)
+        *(rule_t *)apr_array_push(out->rules) = ((const rule_t *)remote->rules->elts)[i];
+    if (has_rate && nl && is_catch_all(&l[nl - 1]))
+        nl--; /* the remote rate replaces the local catch-all (DDSampleRate) */
+    for (int i = 0; i < nl; i++)
+        *(rule_t *)apr_array_push(out->rules) = l[i];
+    if (has_rate) {
+        rule_t *all = apr_array_push(out->rules);
+        memset(all, 0, sizeof(*all));
+        all->rate = rate;
+        all->mechanism = DD_MECH_RULE; /* as dd-trace-cpp: the rate is a rule, -3 */
+    }
     return out;
 }
 
@@ -310,7 +415,7 @@ void dd_sample(const dd_rules_t *rules, dd_limiter_t *limiter, dd_rates_t *rates
 
     memset(out, 0, sizeof(*out));
     if (r) {
-        out->mechanism = 3;
+        out->mechanism = r->mechanism;
         out->rate = r->rate;
         if (!dd_sample_keep(in->trace_id_low, r->rate)) {
             out->priority = -1;

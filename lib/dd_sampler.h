@@ -26,6 +26,18 @@ dd_rules_t *dd_rules_parse(apr_pool_t *p, const char *json, const char **err);
  * can be shared by several servers) followed by a catch-all rule with this rate (DDSampleRate). */
 dd_rules_t *dd_rules_add_catch_all(apr_pool_t *p, const dd_rules_t *rules, double rate);
 
+/* Remote configuration's rules (APM_TRACING lib_config.tracing_sampling_rules, a jansson
+ * list): [{"service","name","resource","tags":[{"key","value_glob"}],"sample_rate",
+ * "provenance":"customer"|"dynamic"}]; their mechanism is DD_MECH_REMOTE_USER or
+ * DD_MECH_REMOTE_DYNAMIC. NULL with *err on a bad one. */
+dd_rules_t *dd_rules_parse_remote(apr_pool_t *p, const void *json_list, const char **err);
+
+/* What remote configuration makes of a server's rules, as dd-trace-cpp's ConfigManager does:
+ * the remote rules (may be NULL) first, then the local ones; with has_rate, a catch-all at the
+ * end with that rate, replacing the local catch-all (DDSampleRate) when there is one. */
+dd_rules_t *dd_rules_override(apr_pool_t *p, const dd_rules_t *remote, const dd_rules_t *local,
+                              int has_rate, double rate);
+
 /* Glob match, exposed for tests: '*' and '?', case-insensitive. */
 int dd_glob_match(const char *pattern, const char *s);
 
@@ -47,9 +59,17 @@ typedef struct {
     uint64_t trace_id_low;
 } dd_sample_input_t;
 
+/* Sampling mechanisms (_dd.p.dm is "-" and the number): Datadog's SamplingMechanism. */
+#define DD_MECH_DEFAULT 0
+#define DD_MECH_AGENT 1
+#define DD_MECH_RULE 3
+#define DD_MECH_REMOTE_USER 11    /* a rule set through remote configuration */
+#define DD_MECH_REMOTE_DYNAMIC 12 /* an adaptive rule the backend computed */
+#define DD_MECH_IS_RULE(m) ((m) == DD_MECH_RULE || (m) >= DD_MECH_REMOTE_USER)
+
 typedef struct {
     int priority;     /* 2/-1 (rule), 1/0 (agent or default) */
-    int mechanism;    /* 0 default, 1 agent rate, 3 rule */
+    int mechanism;    /* DD_MECH_*: 0 default, 1 agent rate, 3 rule, 11/12 remote rule */
     double rate;      /* the rule's or the agent's rate */
     int limiter_used; /* 1: limit_psr is meaningful */
     double limit_psr;

@@ -339,7 +339,7 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
 
     t->priority = d.priority;
     dd_span_set_metric_n(root, DD_LIT("_sampling_priority_v1"), d.priority);
-    if (d.mechanism == 3) {
+    if (DD_MECH_IS_RULE(d.mechanism)) {
         dd_span_set_metric_n(root, DD_LIT("_dd.rule_psr"), d.rate);
         if (d.limiter_used)
             dd_span_set_metric_n(root, DD_LIT("_dd.limit_psr"), d.limit_psr);
@@ -349,11 +349,17 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     /* _dd.p.ksr: the rate a rule or the agent's rates applied, propagated with the trace (keep
      * or drop) so that downstream and the backend know the probability (dd-trace-js
      * formatKnuthRate: at most 6 decimals, no trailing zeros). */
-    if (d.mechanism == 3 || d.mechanism == 1)
+    if (DD_MECH_IS_RULE(d.mechanism) || d.mechanism == DD_MECH_AGENT)
         SET(root, "_dd.p.ksr", knuth_rate(t->pool, d.rate), 0);
     /* The decision maker is propagated only with a keep, as Datadog tracers do. */
     if (d.priority > 0)
-        SET(root, "_dd.p.dm", d.mechanism == 3 ? "-3" : d.mechanism == 1 ? "-1" : "-0", 2);
+        SET(root, "_dd.p.dm",
+            d.mechanism == DD_MECH_RULE              ? "-3"
+            : d.mechanism == DD_MECH_AGENT           ? "-1"
+            : d.mechanism == DD_MECH_REMOTE_USER     ? "-11"
+            : d.mechanism == DD_MECH_REMOTE_DYNAMIC  ? "-12"
+                                                     : "-0",
+            d.mechanism >= DD_MECH_REMOTE_USER ? 3 : 2);
 }
 
 void dd_trace_inject_input(const dd_trace_t *t, const char *tracestate, dd_inject_t *out)
