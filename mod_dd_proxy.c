@@ -49,6 +49,7 @@
 #include "dd_trace.h"
 #include "dd_util.h"
 #include "mod_dd_proxy.h"
+#include "mod_dd_proxy_rc.h"
 
 /* The build passes the version as a bare token (quotes do not survive apxs and libtool). */
 #define DD_STRINGIFY2(x) #x
@@ -153,6 +154,7 @@ static void agent_discover(void *ctx, dd_flusher_t *f)
     if (dd_agent_info(child.agent, INFO_TIMEOUT_MS, &info, error, sizeof(error)) != 0) {
         dd_stats_add(&dd_proxy_stats->agent_info_errors, 1);
         dd_flusher_set_max_payload(f, 0);
+        dd_proxy_rc_agent_info(0);
         return;
     }
     dd_stats_add(&dd_proxy_stats->agent_info_fetched, 1);
@@ -161,12 +163,15 @@ static void agent_discover(void *ctx, dd_flusher_t *f)
     atomic_store_explicit(&dd_proxy_stats->agent_max_request_bytes,
                           (uint64_t)info.max_request_bytes, memory_order_relaxed);
     dd_flusher_set_max_payload(f, (size_t)info.max_request_bytes);
+    dd_proxy_rc_agent_info(info.remote_config); /* remote configuration polls only then */
 }
 
 static void flusher_tick(void *ctx, dd_flusher_t *f, int final)
 {
-    if (!final)
+    if (!final) {
         agent_discover(ctx, f);
+        dd_proxy_rc_tick(); /* remote configuration (issue 13.3), mod_dd_proxy_rc.c */
+    }
     dd_proxy_xray_flusher_tick(ctx, f, final); /* X-Ray segments and sampling (issue 17) */
 }
 
@@ -246,6 +251,7 @@ static apr_status_t child_cleanup(void *data)
      * signal handler interrupted) may be pushing: leave what it touches to the process exit
      * rather than free it under its feet. */
     busy = atomic_load(&child.inflight) != 0;
+    dd_proxy_rc_child_exit(busy);
     if (child.agent)
         dd_agent_destroy(child.agent);
     child.agent = NULL;
@@ -296,6 +302,7 @@ static void child_init(apr_pool_t *p, server_rec *s)
         return;
     }
 
+    dd_proxy_rc_child_init(s, &url, child.runtime_id, DD_PROXY_VERSION);
     memset(&fc, 0, sizeof(fc));
     fc.queue = child.queue;
     fc.sender.send = agent_send;
@@ -387,6 +394,7 @@ typedef struct {
     const char *trace_id; /* log correlation strings */
     const char *span_id;
     dd_trace_conf_t tc;
+    const dd_srv_conf_t *srv; /* the server's configuration (remote configuration's key) */
     dd_request_info_t req;
     dd_gateway_t gw;
     int has_gw;
@@ -587,11 +595,29 @@ static int peer_trusted(const dd_srv_conf_t *c, request_rec *r)
  * (applied here, once: rules may match them). */
 static void decide(dd_req_state_t *st, const dd_dir_conf_t *d)
 {
+    const dd_proxy_rc_t *rc;
+    dd_trace_conf_t tc;
+
     if (st->decided)
         return;
+    /* What remote configuration sets for this server now (its tags win over DDTag's), read
+     * here and not kept (mod_dd_proxy_rc.c says why). */
+    if ((rc = dd_proxy_rc_for(st->srv)) && rc->tags)
+        dd_proxy_rc_apply_tags(st->trace, rc->tags);
     dd_trace_apply_tags(st->trace, d->tags);
-    dd_trace_sample(st->trace, &st->tc, child.limiter, child.rates, dd_mono_ns());
+    tc = st->tc;
+    if (rc && rc->rules)
+        tc.rules = rc->rules;
+    dd_trace_sample(st->trace, &tc, child.limiter, child.rates, dd_mono_ns());
     st->decided = 1;
+}
+
+/* Remote configuration's tracing_enabled false: spans are made (and the context passed on)
+ * but not sent, as dd-trace-cpp's report_traces. */
+static int rc_tracing_off(const dd_req_state_t *st)
+{
+    const dd_proxy_rc_t *rc = dd_proxy_rc_for(st->srv);
+    return rc && rc->enabled == 0;
 }
 
 /* httpd's own "OPTIONS * HTTP/1.0" with User-Agent "<server> (internal dummy connection)",
@@ -712,6 +738,7 @@ static dd_req_state_t *start_request(request_rec *r, int accepted, const dd_req_
         read_baggage(r, headers, st);
 
     resolve_trace_conf(c, &st->tc);
+    st->srv = c;
     st->req.start_ns = (int64_t)start * 1000;
     st->req.start_mono_ns = mono_of(st->req.start_ns);
     st->req.method = r->method; /* NULL when httpd could not read the request line */
@@ -926,6 +953,10 @@ static int log_transaction(request_rec *r)
         response_header_tags(last, st);
 
     decide(st, d); /* a request that ended before fixups (400, 401, 403 ...) */
+    if (rc_tracing_off(st)) {
+        dd_stats_add(&dd_proxy_stats->rc_traces_not_sent, 1);
+        return DECLINED;
+    }
     dd_trace_finish(st->trace, dd_mono_ns(), last->status,
                     last->status_line ? last->status_line : ap_get_status_line(last->status),
                     apr_table_get(last->notes, "error-notes"));

@@ -5,6 +5,7 @@
  * mod_dd_proxy_config.c directives, merges, environment fallbacks
  * mod_dd_proxy_status.c the counters in shared memory, mod_status and the JSON handler
  * mod_dd_proxy_xray.c   AWS X-Ray segments and sampling (mod_dd_proxy_xray.h)
+ * mod_dd_proxy_rc.c     remote configuration: the poller and what it applies (mod_dd_proxy_rc.h)
  */
 #ifndef MOD_DD_PROXY_H
 #define MOD_DD_PROXY_H
@@ -32,6 +33,8 @@
 #define DEFAULT_QUEUE_ITEMS 4096
 #define DEFAULT_QUEUE_BYTES (16 * 1024 * 1024)
 #define DEFAULT_RATE_LIMIT 100.0
+#define DD_RC_DEFAULT_POLL_MS 5000 /* as Datadog's tracers poll remote configuration */
+#define DD_RC_MIN_POLL_MS 50
 
 extern module AP_MODULE_DECLARE_DATA dd_proxy_module;
 
@@ -73,6 +76,9 @@ typedef struct {
     apr_array_header_t *baggage_tag_keys; /* DDBaggageTagKeys: const char *, NULL = unset */
     apr_int64_t baggage_max_items;        /* DDBaggageMaxItems, UNSET */
     apr_int64_t baggage_max_bytes;        /* DDBaggageMaxBytes, UNSET */
+    /* Global only: remote configuration (issue 13.3, mod_dd_proxy_rc.c) */
+    int remote_config;        /* DDRemoteConfig: UNSET, 0, 1 */
+    apr_int64_t rc_poll_ms;   /* DDRemoteConfigPollInterval in ms, UNSET */
 } dd_srv_conf_t;
 
 /* DDTrustInboundContext / DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT */
@@ -114,6 +120,8 @@ typedef struct {
     apr_int64_t baggage_max_bytes;           /* DD_TRACE_BAGGAGE_MAX_BYTES, else 8192 */
     /* DD_TRACE_RESOURCE_RENAMING_ENABLED, DD_TRACE_RESOURCE_RENAMING_ALWAYS_SIMPLIFIED_ENDPOINT */
     int resource_renaming, resource_renaming_always;
+    int remote_config;      /* DD_REMOTE_CONFIGURATION_ENABLED, else 1 */
+    apr_int64_t rc_poll_ms; /* DD_REMOTE_CONFIG_POLL_INTERVAL_SECONDS, else 5 s */
 } dd_env_conf_t;
 
 extern dd_env_conf_t dd_proxy_env;

@@ -39,6 +39,8 @@ void *dd_proxy_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->resource_renaming = c->resource_renaming_always = UNSET;
     c->extract_first = UNSET;
     c->baggage_max_items = c->baggage_max_bytes = UNSET;
+    c->remote_config = UNSET;
+    c->rc_poll_ms = UNSET;
     dd_proxy_xray_srv_init(&c->xray);
     return c;
 }
@@ -76,6 +78,8 @@ void *dd_proxy_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(baggage_tag_keys);
     MERGE_INT(baggage_max_items);
     MERGE_INT(baggage_max_bytes);
+    MERGE_INT(remote_config);
+    MERGE_INT(rc_poll_ms);
     dd_proxy_xray_srv_merge(&c->xray, &base->xray, &add->xray);
     return c;
 }
@@ -254,6 +258,39 @@ static const char *set_extract_first(cmd_parms *cmd, void *dir, const char *arg)
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     (void)dir;
     return err ? err : parse_on_off(cmd, arg, &dd_proxy_srv_conf(cmd->server)->extract_first);
+}
+
+/* DDRemoteConfig On|Off */
+static const char *set_remote_config(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dir;
+    return err ? err : parse_on_off(cmd, arg, &dd_proxy_srv_conf(cmd->server)->remote_config);
+}
+
+/* Seconds, fractions allowed ("0.2" for tests), as DD_REMOTE_CONFIG_POLL_INTERVAL_SECONDS. */
+static int parse_poll_seconds(const char *arg, apr_int64_t *ms)
+{
+    char *end;
+    double v = strtod(arg, &end);
+    if (!*arg || *end || !(v >= DD_RC_MIN_POLL_MS / 1000.0 && v <= 3600.0))
+        return 0;
+    *ms = (apr_int64_t)(v * 1000.0 + 0.5);
+    return 1;
+}
+
+static const char *set_rc_poll_interval(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dir;
+    if (err)
+        return err;
+    if (!parse_poll_seconds(arg, &dd_proxy_srv_conf(cmd->server)->rc_poll_ms))
+        return apr_psprintf(cmd->pool,
+                            "DDRemoteConfigPollInterval: '%s' is not a number of seconds in "
+                            "0.05..3600",
+                            arg);
+    return NULL;
 }
 
 static const char *set_baggage_tag_keys(cmd_parms *cmd, void *dir, const char *arg)
@@ -505,6 +542,11 @@ const command_rec dd_proxy_cmds[] = {
     AP_INIT_TAKE1("DDVersion", set_srv_name, SRV_FIELD(version), RSRC_CONF, "version tag"),
     AP_INIT_TAKE2("DDTag", set_tag, NULL, RSRC_CONF | ACCESS_CONF,
                   "key value: a tag on every span (repeatable)"),
+    AP_INIT_TAKE1("DDRemoteConfig", set_remote_config, NULL, RSRC_CONF,
+                  "On|Off: apply the sampling, tags and tracing enabled the agent's remote "
+                  "configuration sets for this service (default On)"),
+    AP_INIT_TAKE1("DDRemoteConfigPollInterval", set_rc_poll_interval, NULL, RSRC_CONF,
+                  "seconds between remote configuration polls (default 5)"),
     AP_INIT_TAKE1("DDFlushInterval", set_flush_interval, NULL, RSRC_CONF,
                   "milliseconds between deliveries to the agent (default 1000)"),
     AP_INIT_TAKE2("DDQueueLimit", set_queue_limit, NULL, RSRC_CONF,
@@ -769,6 +811,15 @@ void dd_proxy_read_env(apr_pool_t *p, server_rec *s)
         ENV_PROBLEM(1008, "DD_TRACE_RATE_LIMIT", v, "not a number of traces per second");
     }
     read_feature_env(p, s, report);
+    /* Remote configuration (issue 13.3; log ids DDP4100-4199) */
+    env_bool(s, report, 4100, "DD_REMOTE_CONFIGURATION_ENABLED", 1, &dd_proxy_env.remote_config);
+    dd_proxy_env.rc_poll_ms = DD_RC_DEFAULT_POLL_MS;
+    if ((v = env_value("DD_REMOTE_CONFIG_POLL_INTERVAL_SECONDS")) &&
+        !parse_poll_seconds(v, &dd_proxy_env.rc_poll_ms)) {
+        dd_proxy_env.rc_poll_ms = DD_RC_DEFAULT_POLL_MS;
+        ENV_PROBLEM(4101, "DD_REMOTE_CONFIG_POLL_INTERVAL_SECONDS", v,
+                    "not a number of seconds in 0.05..3600");
+    }
 }
 
 /* An environment boolean: *out = its value, else dflt (and a warning when it is not one). */

@@ -71,6 +71,17 @@ int dd_proxy_status_hook(request_rec *r, int flags)
         {"ExitChunksHandedOff", &dd_proxy_stats->exit_chunks_handed_off},
         {"BaggageMalformed", &dd_proxy_stats->baggage_malformed},
         {"BaggageTruncated", &dd_proxy_stats->baggage_truncated},
+        /* remote configuration (issue 13.3) */
+        {"RemoteConfigPolls", &dd_proxy_stats->rc_polls},
+        {"RemoteConfigPollErrors", &dd_proxy_stats->rc_poll_errors},
+        {"RemoteConfigMalformed", &dd_proxy_stats->rc_malformed},
+        {"RemoteConfigApplied", &dd_proxy_stats->rc_configs_applied},
+        {"RemoteConfigApplyErrors", &dd_proxy_stats->rc_apply_errors},
+        {"RemoteConfigTracesNotSent", &dd_proxy_stats->rc_traces_not_sent},
+        {"RemoteConfigActiveSampleRate", &dd_proxy_stats->rc_active_sample_rate},
+        {"RemoteConfigActiveSamplingRules", &dd_proxy_stats->rc_active_sampling_rules},
+        {"RemoteConfigActiveTags", &dd_proxy_stats->rc_active_tags},
+        {"RemoteConfigActiveTracingDisabled", &dd_proxy_stats->rc_active_tracing_disabled},
     };
     const char *row_fmt = (flags & AP_STATUS_SHORT) ? "DDProxy%s: %" APR_UINT64_T_FMT "\n"
                                                     : "<tr><td>%s</td><td>%" APR_UINT64_T_FMT

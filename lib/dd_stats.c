@@ -75,6 +75,35 @@ static json_t *xray_json(dd_stats_t *s)
     return x;
 }
 
+/* Remote configuration (issue 13.3), as "remote_config". */
+static json_t *rc_json(dd_stats_t *s)
+{
+    json_t *x = json_object();
+    struct {
+        const char *k;
+        atomic_uint_fast64_t *c;
+    } rows[] = {
+        {"polls", &s->rc_polls},
+        {"poll_errors", &s->rc_poll_errors},
+        {"malformed", &s->rc_malformed},
+        {"configs_applied", &s->rc_configs_applied},
+        {"apply_errors", &s->rc_apply_errors},
+        {"traces_not_sent", &s->rc_traces_not_sent},
+        {"active_sample_rate", &s->rc_active_sample_rate},
+        {"active_sampling_rules", &s->rc_active_sampling_rules},
+        {"active_tags", &s->rc_active_tags},
+        {"active_tracing_disabled", &s->rc_active_tracing_disabled},
+    };
+    int bad = !x;
+    for (size_t i = 0; !bad && i < sizeof(rows) / sizeof(rows[0]); i++)
+        bad |= json_object_set_new(x, rows[i].k, json_integer((json_int_t)dd_stats_get(rows[i].c)));
+    if (bad) {
+        json_decref(x);
+        return NULL;
+    }
+    return x;
+}
+
 static json_t *xray_drops_json(dd_stats_t *s)
 {
     json_t *drop = json_object();
@@ -203,6 +232,7 @@ char *dd_stats_to_json(dd_stats_t *s)
         bad |= json_object_set(o, "last_agent_error", last);
         bad |= json_object_set_new(o, "xray", xray_json(s)); /* X-Ray (issue 17) */
         bad |= json_object_set_new(o, "xray_segments_dropped", xray_drops_json(s));
+        bad |= json_object_set_new(o, "remote_config", rc_json(s)); /* issue 13.3 */
     }
     if (!bad)
         out = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

@@ -77,6 +77,22 @@ typedef struct {
      * item or byte limit (read or sent) */
     atomic_uint_fast64_t baggage_malformed;
     atomic_uint_fast64_t baggage_truncated;
+
+    /* Remote configuration (issue 13.3), summed over the children (each polls): polls of
+     * /v0.7/config, those without a 200 answer (none, slow, 404, too large), 200 answers that
+     * were malformed (nothing changed), configurations acknowledged and those that could not
+     * be applied (apply_state 3), traces not sent because tracing_enabled is false. What
+     * applies now (0/1, the last child to apply a change writes them): */
+    atomic_uint_fast64_t rc_polls;
+    atomic_uint_fast64_t rc_poll_errors;
+    atomic_uint_fast64_t rc_malformed;
+    atomic_uint_fast64_t rc_configs_applied;
+    atomic_uint_fast64_t rc_apply_errors;
+    atomic_uint_fast64_t rc_traces_not_sent;
+    atomic_uint_fast64_t rc_active_sample_rate;
+    atomic_uint_fast64_t rc_active_sampling_rules;
+    atomic_uint_fast64_t rc_active_tags;
+    atomic_uint_fast64_t rc_active_tracing_disabled;
 } dd_stats_t;
 
 #define DD_STATS_LOCK_STEAL_S 2

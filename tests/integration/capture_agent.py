@@ -11,6 +11,9 @@ What it keeps: `payloads` (one record per trace request: method, path, headers, 
 decoded chunks), `traces` (every chunk received, in arrival order), `other_requests` (anything
 that was not a v0.4 trace request, GET /info among them). `wait_for*` helpers poll those
 with a timeout. `info` sets what GET /info answers (None: 404, as an agent older than /info).
+`remote_config` answers POST /v0.7/config (issue 13.3): None answers 404, else a callable
+given the request body (bytes) that returns (status, body bytes); the requests are recorded in
+other_requests too.
 
 Fault modes (set `agent.mode`, a plain attribute; `set_mode()` also sets the parameters):
   "ok"        answer 200 {"rate_by_service": ...}
@@ -251,6 +254,11 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, json.dumps(agent.info).encode())
             return
+        if path == "/v0.7/config" and self.command == "POST" and agent.remote_config is not None:
+            agent._record_other(self.command, self.path, self.headers, body)
+            status, answer = agent.remote_config(body)
+            self._send(status, answer)
+            return
         if path not in TRACE_PATHS or self.command not in ("PUT", "POST"):
             agent._record_other(self.command, self.path, self.headers, body)
             self._send(404, b'{"error": "not found"}')
@@ -336,6 +344,7 @@ class CaptureAgent:
         # GET /info (issue 13.1): None answers 404 (an agent older than /info), a dict is the
         # JSON answer, "garbage" answers 200 with a body that is not JSON
         self.info = None
+        self.remote_config = None  # POST /v0.7/config: None = 404, else body -> (status, bytes)
         self.defer = False
         self._deferred = []
         self._conns = set()  # open connections: stop() closes them too (kept-alive ones)
