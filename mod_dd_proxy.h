@@ -77,8 +77,8 @@ typedef struct {
     apr_int64_t baggage_max_items;        /* DDBaggageMaxItems, UNSET */
     apr_int64_t baggage_max_bytes;        /* DDBaggageMaxBytes, UNSET */
     /* Global only: remote configuration (issue 13.3, mod_dd_proxy_rc.c) */
-    int remote_config;        /* DDRemoteConfig: UNSET, 0, 1 */
-    apr_int64_t rc_poll_ms;   /* DDRemoteConfigPollInterval in ms, UNSET */
+    int remote_config;      /* DDRemoteConfig: UNSET, 0, 1 */
+    apr_int64_t rc_poll_ms; /* DDRemoteConfigPollInterval in ms, UNSET */
 } dd_srv_conf_t;
 
 /* DDTrustInboundContext / DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT */

@@ -354,11 +354,11 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     /* The decision maker is propagated only with a keep, as Datadog tracers do. */
     if (d.priority > 0)
         SET(root, "_dd.p.dm",
-            d.mechanism == DD_MECH_RULE              ? "-3"
-            : d.mechanism == DD_MECH_AGENT           ? "-1"
-            : d.mechanism == DD_MECH_REMOTE_USER     ? "-11"
-            : d.mechanism == DD_MECH_REMOTE_DYNAMIC  ? "-12"
-                                                     : "-0",
+            d.mechanism == DD_MECH_RULE             ? "-3"
+            : d.mechanism == DD_MECH_AGENT          ? "-1"
+            : d.mechanism == DD_MECH_REMOTE_USER    ? "-11"
+            : d.mechanism == DD_MECH_REMOTE_DYNAMIC ? "-12"
+                                                    : "-0",
             d.mechanism >= DD_MECH_REMOTE_USER ? 3 : 2);
 }
 

@@ -94,10 +94,12 @@ static char *response(long long version, const file_t *files, int n, int with_co
                                                 b64(files[i].content, len)));
         json_array_append_new(cc, json_string(files[i].path));
     }
-    t = json_dumps(json_pack("{s:{s:s, s:o, s:I, s:{s:s}}}", "signed", "_type", "targets",
-                             "targets", targets, "version", (json_int_t)version, "custom",
-                             "opaque_backend_state", "b3BhcXVl"),
-                   JSON_COMPACT);
+    json_t *signed_ =
+        json_pack("{s:{s:s, s:o, s:I, s:{s:s}}}", "signed", "_type", "targets", "targets", targets,
+                  "version", (json_int_t)version, "custom", "opaque_backend_state", "b3BhcXVl");
+    char *dumped;
+    t = json_dumps(signed_, JSON_COMPACT);
+    json_decref(signed_);
     json_object_set_new(root, "targets", json_string(b64(t, strlen(t))));
     json_object_set_new(root, "target_files", tf);
     if (with_configs)
@@ -105,7 +107,9 @@ static char *response(long long version, const file_t *files, int n, int with_co
     else
         json_decref(cc);
     free(t);
-    out = apr_pstrdup(pool, json_dumps(root, JSON_COMPACT));
+    dumped = json_dumps(root, JSON_COMPACT);
+    out = apr_pstrdup(pool, dumped);
+    free(dumped);
     json_decref(root);
     return out;
 }
