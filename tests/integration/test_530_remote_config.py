@@ -21,10 +21,8 @@ import time
 import pytest
 
 import conftest
-from helpers import NOT_MPM, SERVER_SPAN, child_pids, counters, status_location, unique_ua
+from helpers import NOT_MPM, child_pids, ci_pass, counters, status_location, unique_ua
 from test_510_agent_info import INFO
-
-pytestmark = NOT_MPM
 
 SERVICE, ENV = "rc-svc", "rc-env"
 POLL_S = 0.2
@@ -179,6 +177,7 @@ def apply_everywhere(h, agent, ids, since=None):
 
 def test_a_sampling_rule_applies_on_every_child_and_its_removal_restores_the_local_rule(
         httpd_factory, rc_agent):
+    """On every pass: each MPM's children poll alike."""
     rc = rc_agent.remote_config
     h = start(httpd_factory, rc_agent, "rc-rule")
     n = nchildren(h)
@@ -199,9 +198,13 @@ def test_a_sampling_rule_applies_on_every_child_and_its_removal_restores_the_loc
     t_set = time.time()
     rc.set("rule-1", {"tracing_sampling_rules": [
         {"service": SERVICE, "resource": "*", "sample_rate": 1, "provenance": "customer"}]})
-    took = apply_everywhere(h, rc_agent, ["rule-1"], since)
-    # one poll interval, plus a flusher tick and the time to answer every child
-    assert time.time() - t_set <= POLL_S + 0.1 + 1.0, f"took {took:.2f} s"
+    apply_everywhere(h, rc_agent, ["rule-1"], since)
+    # one poll interval, plus a flusher tick (0.1 s) and the next poll that reports it; the
+    # sanitized build is slower
+    took = time.time() - t_set
+    print(f"remote rule applied on every child in {took:.3f} s")
+    assert took <= (3.0 if ci_pass() == "sanitized" else 2 * POLL_S + 0.1 + 0.5), \
+        f"took {took:.2f} s"
     for s in traces_for(h, rc_agent, 30, "rc-rule"):
         assert s["metrics"]["_sampling_priority_v1"] == 2, s
         assert s["meta"]["_dd.p.dm"] == "-11" and s["metrics"]["_dd.rule_psr"] == 1, s
@@ -240,6 +243,7 @@ def test_a_sampling_rule_applies_on_every_child_and_its_removal_restores_the_loc
     assert c["active_sampling_rules"] == 0 and c["active_sample_rate"] == 0, c
 
 
+@NOT_MPM
 def test_tags_tracing_enabled_and_an_error_reported(httpd_factory, rc_agent):
     rc = rc_agent.remote_config
     h = start(httpd_factory, rc_agent, "rc-tags")
@@ -283,6 +287,7 @@ def test_tags_tracing_enabled_and_an_error_reported(httpd_factory, rc_agent):
     assert c["apply_errors"] >= n, c
 
 
+@NOT_MPM
 @pytest.mark.parametrize("mode", ["404", "garbage", "slow", "bad_hash", "bad_base64", "huge"])
 def test_a_faulty_endpoint_leaves_requests_and_the_configuration_in_force(httpd_factory, rc_agent,
                                                                           mode):
@@ -316,6 +321,7 @@ def test_a_faulty_endpoint_leaves_requests_and_the_configuration_in_force(httpd_
     httpd_factory.finish(h)
 
 
+@NOT_MPM
 @pytest.mark.parametrize("how", ["directive", "env", "not-announced"])
 def test_no_polls_when_off_or_not_announced(httpd_factory, rc_agent, how):
     rc = rc_agent.remote_config
@@ -340,6 +346,7 @@ def test_no_polls_when_off_or_not_announced(httpd_factory, rc_agent, how):
     assert rc.count() == 0 and c["polls"] == 0, (rc.count(), c)
 
 
+@NOT_MPM
 @pytest.mark.parametrize("line, words", [
     ("DDRemoteConfig maybe", ["DDRemoteConfig", "maybe"]),
     ("DDRemoteConfigPollInterval 0", ["DDRemoteConfigPollInterval", "0"]),
