@@ -32,6 +32,7 @@
 #include "dd_rc.h"
 #include "dd_rc_http.h"
 #include "dd_stats.h"
+#include "dd_util.h"
 #include "mod_dd_proxy.h"
 #include "mod_dd_proxy_rc.h"
 
@@ -41,11 +42,12 @@ APLOG_USE_MODULE(dd_proxy);
 #define RC_GRACE_S 60
 #define RC_MAX_RETIRED 64
 #define RC_LOG_EVERY_S 60
+#define NS_PER_S 1000000000LL
 
 typedef struct snapshot {
     apr_pool_t *pool;      /* unmanaged: everything below */
     apr_hash_t *by_server; /* const dd_srv_conf_t * -> dd_proxy_rc_t */
-    apr_time_t retired_at;
+    int64_t retired_at;    /* dd_mono_ns */
     struct snapshot *next; /* on the retired list */
 } snapshot_t;
 
@@ -56,12 +58,12 @@ static struct {
     dd_rc_client_t *client;
     dd_rc_http_t *http;
     long interval_ms;
-    apr_time_t next_poll;
+    int64_t next_poll; /* dd_mono_ns: a wall-clock step must not stop the polls */
     int announced;
     int pending; /* the files changed and no snapshot says so yet */
     snapshot_t *retired, *retired_last;
     int nretired;
-    apr_time_t last_log;
+    int64_t last_log;
     _Atomic(snapshot_t *) current;
 } rc;
 
@@ -116,8 +118,8 @@ void dd_proxy_rc_agent_info(int announced)
 /* At most one line a minute per child: a broken agent must not fill the error log. */
 static void log_problem(int level, const char *what, const char *why)
 {
-    apr_time_t now = apr_time_now();
-    if (rc.last_log && now - rc.last_log < apr_time_from_sec(RC_LOG_EVERY_S))
+    int64_t now = dd_mono_ns();
+    if (rc.last_log && now - rc.last_log < RC_LOG_EVERY_S * NS_PER_S)
         return;
     rc.last_log = now;
     ap_log_error(APLOG_MARK, level, 0, rc.s,
@@ -126,9 +128,9 @@ static void log_problem(int level, const char *what, const char *why)
                  what, why);
 }
 
-static void free_retired(apr_time_t now, int all)
+static void free_retired(int64_t now, int all)
 {
-    while (rc.retired && (all || now - rc.retired->retired_at > apr_time_from_sec(RC_GRACE_S))) {
+    while (rc.retired && (all || now - rc.retired->retired_at > RC_GRACE_S * NS_PER_S)) {
         snapshot_t *s = rc.retired;
         rc.retired = s->next;
         rc.nretired--;
@@ -194,7 +196,7 @@ static snapshot_t *build(int *failed)
     return sn;
 }
 
-static void publish(apr_time_t now)
+static void publish(int64_t now)
 {
     snapshot_t *old = atomic_load_explicit(&rc.current, memory_order_relaxed), *neu;
     int failed;
@@ -219,7 +221,7 @@ static void publish(apr_time_t now)
     rc.nretired++;
 }
 
-static void poll_agent(apr_time_t now)
+static void poll_agent(int64_t now)
 {
     char *req = dd_rc_request(rc.client), *body = NULL, error[160];
     size_t len = 0;
@@ -264,7 +266,7 @@ static void poll_agent(apr_time_t now)
 
 void dd_proxy_rc_tick(void)
 {
-    apr_time_t now = apr_time_now();
+    int64_t now = dd_mono_ns();
 
     if (!rc.on)
         return;
@@ -273,7 +275,7 @@ void dd_proxy_rc_tick(void)
         publish(now);
     if (!rc.announced || now < rc.next_poll)
         return;
-    rc.next_poll = now + apr_time_from_msec(rc.interval_ms);
+    rc.next_poll = now + (int64_t)rc.interval_ms * 1000000;
     poll_agent(now);
 }
 
