@@ -73,6 +73,7 @@ typedef struct {
     apr_array_header_t *baggage_tag_keys; /* DDBaggageTagKeys: const char *, NULL = unset */
     apr_int64_t baggage_max_items;        /* DDBaggageMaxItems, UNSET */
     apr_int64_t baggage_max_bytes;        /* DDBaggageMaxBytes, UNSET */
+    int client_stats;                     /* DDClientStats: UNSET, 0, 1 (issue 13.2) */
 } dd_srv_conf_t;
 
 /* DDTrustInboundContext / DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT */
@@ -114,6 +115,7 @@ typedef struct {
     apr_int64_t baggage_max_bytes;           /* DD_TRACE_BAGGAGE_MAX_BYTES, else 8192 */
     /* DD_TRACE_RESOURCE_RENAMING_ENABLED, DD_TRACE_RESOURCE_RENAMING_ALWAYS_SIMPLIFIED_ENDPOINT */
     int resource_renaming, resource_renaming_always;
+    int client_stats; /* DD_TRACE_STATS_COMPUTATION_ENABLED, else 0 (issue 13.2) */
 } dd_env_conf_t;
 
 extern dd_env_conf_t dd_proxy_env;

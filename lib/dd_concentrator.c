@@ -201,20 +201,26 @@ static void copy_cut(char *dst, size_t max, const char *src)
     dst[n] = '\0';
 }
 
-static int span_counts(const dd_span_t *s, const dd_span_t *parent_in_chunk, const char **kind,
-                       uint32_t *status, int *top)
+typedef struct {
+    const char *kind, *env, *version;
+    uint32_t status;
+} tags_t;
+
+static int span_counts(const dd_span_t *s, const dd_span_t *parent_in_chunk, tags_t *t, int *top)
 {
     const dd_meta_t *m = (const dd_meta_t *)s->meta->elts;
     double measured = 0;
 
-    *kind = NULL;
-    *status = 0;
-    for (int i = 0; i < s->meta->nelts; i++) { /* one pass for both tags */
+    for (int i = 0; i < s->meta->nelts; i++) { /* one pass for all the tags */
         const char *k = m[i].key;
         if (k[0] == 's' && strcmp(k, "span.kind") == 0)
-            *kind = m[i].value;
+            t->kind = m[i].value;
         else if (k[0] == 'h' && strcmp(k, "http.status_code") == 0)
-            *status = (uint32_t)strtoul(m[i].value, NULL, 10);
+            t->status = (uint32_t)strtoul(m[i].value, NULL, 10);
+        else if (k[0] == 'e' && strcmp(k, "env") == 0)
+            t->env = m[i].value;
+        else if (k[0] == 'v' && strcmp(k, "version") == 0)
+            t->version = m[i].value;
     }
     *top = !parent_in_chunk || !s->service || !parent_in_chunk->service ||
            strcmp(s->service, parent_in_chunk->service) != 0;
@@ -222,27 +228,26 @@ static int span_counts(const dd_span_t *s, const dd_span_t *parent_in_chunk, con
         return 1;
     if (dd_span_get_metric(s, "_dd.measured", &measured) && measured == 1)
         return 1;
-    return *kind && (strcmp(*kind, "server") == 0 || strcmp(*kind, "client") == 0 ||
-                     strcmp(*kind, "producer") == 0 || strcmp(*kind, "consumer") == 0);
+    return t->kind && (strcmp(t->kind, "server") == 0 || strcmp(t->kind, "client") == 0 ||
+                       strcmp(t->kind, "producer") == 0 || strcmp(t->kind, "consumer") == 0);
 }
 
 static size_t from_span(const dd_span_t *s, const dd_span_t *parent_in_chunk, const char *env,
                         const char *version, const char *origin, dd_cs_span_t *o)
 {
-    const char *kind;
-    uint32_t status;
+    tags_t t = {NULL, env, version, 0}; /* the span's own env and version tags win */
     int top;
 
-    if (!span_counts(s, parent_in_chunk, &kind, &status, &top))
+    if (!span_counts(s, parent_in_chunk, &t, &top))
         return 0;
     copy_cut(o->service, DD_CS_SERVICE_MAX, s->service);
     copy_cut(o->name, DD_CS_NAME_MAX, s->name);
     copy_cut(o->resource, DD_CS_RESOURCE_MAX, s->resource);
     copy_cut(o->type, DD_CS_TYPE_MAX, s->type);
-    copy_cut(o->span_kind, DD_CS_KIND_MAX, kind);
-    copy_cut(o->env, DD_CS_ENV_MAX, env);
-    copy_cut(o->version, DD_CS_VERSION_MAX, version);
-    o->http_status = status;
+    copy_cut(o->span_kind, DD_CS_KIND_MAX, t.kind);
+    copy_cut(o->env, DD_CS_ENV_MAX, t.env);
+    copy_cut(o->version, DD_CS_VERSION_MAX, t.version);
+    o->http_status = t.status;
     o->error = s->error != 0;
     o->top_level = (uint8_t)top;
     o->is_trace_root = s->parent_id == 0;

@@ -66,8 +66,8 @@ dd_concentrator_t *dd_cs_create(const dd_cs_conf_t *conf);
 void dd_cs_destroy(dd_concentrator_t *c);
 
 /* Any thread: the stats records of a finished trace (its inferred span, if any, then its
- * server span), at most 2, in out. env and version: the trace's (may be NULL). Returns how
- * many spans count. */
+ * server span), at most 2, in out. env and version: the trace's (may be NULL), for a span
+ * without env / version tags. Returns how many spans count. */
 size_t dd_cs_from_trace(const dd_trace_t *t, const char *env, const char *version,
                         dd_cs_span_t out[2]);
 

@@ -11,6 +11,9 @@ What it keeps: `payloads` (one record per trace request: method, path, headers, 
 decoded chunks), `traces` (every chunk received, in arrival order), `other_requests` (anything
 that was not a v0.4 trace request, GET /info among them). `wait_for*` helpers poll those
 with a timeout. `info` sets what GET /info answers (None: 404, as an agent older than /info).
+Client-side stats (issue 13.2): with `stats_status` set (200, or an error status), POST
+/v0.6/stats is answered with it and kept, decoded, in `stats_payloads` (headers, body); None
+(the default) answers 404 as an agent without the endpoint.
 
 Fault modes (set `agent.mode`, a plain attribute; `set_mode()` also sets the parameters):
   "ok"        answer 200 {"rate_by_service": ...}
@@ -251,6 +254,18 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, json.dumps(agent.info).encode())
             return
+        if path == "/v0.6/stats" and self.command == "POST" and agent.stats_status is not None:
+            try:
+                decoded = msgpack.unpackb(body, raw=False, strict_map_key=False)
+            except Exception as e:  # noqa: BLE001 - a finding
+                decoded = None
+                with agent._lock:
+                    agent.failures.append(f"POST /v0.6/stats: body is not msgpack: {e!r}")
+            with agent._lock:
+                agent.stats_payloads.append((self.headers, decoded))
+                agent._lock.notify_all()
+            self._send(agent.stats_status, b"OK", "text/plain")
+            return
         if path not in TRACE_PATHS or self.command not in ("PUT", "POST"):
             agent._record_other(self.command, self.path, self.headers, body)
             self._send(404, b'{"error": "not found"}')
@@ -336,6 +351,7 @@ class CaptureAgent:
         # GET /info (issue 13.1): None answers 404 (an agent older than /info), a dict is the
         # JSON answer, "garbage" answers 200 with a body that is not JSON
         self.info = None
+        self.stats_status = None  # POST /v0.6/stats: None answers 404
         self.defer = False
         self._deferred = []
         self._conns = set()  # open connections: stop() closes them too (kept-alive ones)
@@ -418,6 +434,7 @@ class CaptureAgent:
             self.traces = []
             self.failures = []
             self.other_requests = []
+            self.stats_payloads = []
 
     def _record(self, payload):
         with self._lock:
