@@ -57,6 +57,8 @@ struct dd_concentrator {
     size_t max_keys, nslots;
     bucket_t buckets[DD_CS_MAX_BUCKETS];
     int64_t flushed_until; /* spans of buckets before this go to the bucket that starts here */
+    group_t *last;         /* the group the last span went to (in last_bucket), or NULL */
+    bucket_t *last_bucket;
     uint64_t sequence;
     char *service, *lang, *tracer_version, *runtime_id, *hostname;
     dd_stats_t *stats;
@@ -206,20 +208,35 @@ typedef struct {
     uint32_t status;
 } tags_t;
 
+/* Is m's key lit (n bytes)? With the key's length known (a literal key), without strcmp. */
+static int key_is(const dd_meta_t *m, const char *lit, uint32_t n)
+{
+    return m->klen ? m->klen == n && memcmp(m->key, lit, n) == 0 : strcmp(m->key, lit) == 0;
+}
+
+/* http.status_code's digits (the module writes them); 0 for anything else. */
+static uint32_t status_of(const char *v)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < 4 && v[i] >= '0' && v[i] <= '9'; i++)
+        n = n * 10 + (uint32_t)(v[i] - '0');
+    return n;
+}
+
 static int span_counts(const dd_span_t *s, const dd_span_t *parent_in_chunk, tags_t *t, int *top)
 {
     const dd_meta_t *m = (const dd_meta_t *)s->meta->elts;
     double measured = 0;
 
     for (int i = 0; i < s->meta->nelts; i++) { /* one pass for all the tags */
-        const char *k = m[i].key;
-        if (k[0] == 's' && strcmp(k, "span.kind") == 0)
+        const char k = m[i].key[0];
+        if (k == 's' && key_is(&m[i], DD_LIT("span.kind")))
             t->kind = m[i].value;
-        else if (k[0] == 'h' && strcmp(k, "http.status_code") == 0)
-            t->status = (uint32_t)strtoul(m[i].value, NULL, 10);
-        else if (k[0] == 'e' && strcmp(k, "env") == 0)
+        else if (k == 'h' && key_is(&m[i], DD_LIT("http.status_code")))
+            t->status = status_of(m[i].value);
+        else if (k == 'e' && key_is(&m[i], DD_LIT("env")))
             t->env = m[i].value;
-        else if (k[0] == 'v' && strcmp(k, "version") == 0)
+        else if (k == 'v' && key_is(&m[i], DD_LIT("version")))
             t->version = m[i].value;
     }
     *top = !parent_in_chunk || !s->service || !parent_in_chunk->service ||
@@ -334,17 +351,22 @@ static bucket_t *bucket_for(dd_concentrator_t *c, int64_t start)
 void dd_cs_add(dd_concentrator_t *c, const dd_cs_span_t *s)
 {
     int64_t start = s->end_ns - s->end_ns % DD_CS_BUCKET_NS;
-    uint64_t h = key_hash(s);
+    uint64_t h;
     size_t i;
     bucket_t *b;
     group_t *g;
 
     if (start < c->flushed_until)
         start = c->flushed_until; /* late: its bucket is gone, the oldest open one takes it */
+    if (c->last && c->last_bucket->start == start && key_eq(&c->last->key, s)) {
+        g = c->last; /* the same key as the span before (a burst of one endpoint): no hash */
+        goto count;
+    }
     if (!(b = bucket_for(c, start))) {
         dd_stats_add(&c->stats->cstats_spans_dropped, 1);
         return;
     }
+    h = key_hash(s);
     for (i = h & (c->nslots - 1); (g = b->slots[i]) != NULL; i = (i + 1) & (c->nslots - 1))
         if (g->hash == h && key_eq(&g->key, s))
             break;
@@ -358,6 +380,9 @@ void dd_cs_add(dd_concentrator_t *c, const dd_cs_span_t *s)
         b->slots[i] = g;
         b->nkeys++;
     }
+    c->last = g;
+    c->last_bucket = b;
+count:
     g->hits++;
     g->top_level_hits += s->top_level;
     g->duration += (uint64_t)(s->duration > 0 ? s->duration : 0);
@@ -527,6 +552,8 @@ size_t dd_cs_flush(dd_concentrator_t *c, int64_t now_ns, int force, dd_cs_send_f
     }
     if (!any)
         return 0;
+    c->last = NULL; /* its bucket may be about to go */
+    c->last_bucket = NULL;
     /* One payload per env and version (the agent aggregates payloads on them); usually one.
      * A pair is sent where its first group is found. */
     for (int i = 0; i < DD_CS_MAX_BUCKETS; i++)
