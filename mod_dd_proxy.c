@@ -164,22 +164,22 @@ static void cstats_switch(int agent_takes_them)
     atomic_store_explicit(&dd_proxy_stats->cstats_active, (uint64_t)on, memory_order_relaxed);
 }
 
+/* ctx: the timeout (ms) of each stats request. */
 static int send_stats(void *ctx, const char *body, size_t len)
 {
     dd_agent_result_t res;
-    return dd_agent_send_stats(child.agent, body, len,
-                               ctx ? CSTATS_FINAL_TIMEOUT_MS : SEND_TIMEOUT_MS, &res);
+    return dd_agent_send_stats(child.agent, body, len, *(const long *)ctx, &res);
 }
 
 /* The flusher's tick: what request threads handed over is aggregated, and the buckets that
- * are over are sent (all of them at child exit). */
+ * are over are sent (all of them at child exit, each request more briefly). */
 static void cstats_tick(int final)
 {
-    static int dummy;
+    long timeout = final ? CSTATS_FINAL_TIMEOUT_MS : SEND_TIMEOUT_MS;
     if (!child.cs)
         return;
     dd_cs_drain(child.cs);
-    dd_cs_flush(child.cs, dd_now_ns(), final, send_stats, final ? &dummy : NULL);
+    dd_cs_flush(child.cs, dd_now_ns(), final, send_stats, &timeout);
 }
 
 /* Agent discovery (issue 13.1), on the flusher thread: at its start and then every
