@@ -37,6 +37,7 @@
 
 #include "dd_agent.h"
 #include "dd_baggage.h"
+#include "dd_concentrator.h"
 #include "dd_flusher.h"
 #include "dd_gateway.h"
 #include "dd_headers.h"
@@ -68,6 +69,11 @@
  * coming back. */
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 5000
+/* Client-side stats (issue 13.2): records handed over between flushes (the flusher is woken
+ * at half), distinct keys per 10 s bucket. */
+#define CSTATS_RING_ITEMS 1024
+#define CSTATS_MAX_KEYS 1000
+#define CSTATS_FINAL_TIMEOUT_MS 500
 
 /* ---------------------------------------------------------------------------------------- */
 /* Per child process: queue, rates, counters, flusher                                       */
@@ -92,6 +98,13 @@ static struct {
     atomic_uint inflight;
     char runtime_id[37]; /* this child's runtime-id tag (issue 15: as dd-trace-cpp sends it) */
     long pid;
+    /* Client-side stats (issue 13.2): the concentrator exists when DDClientStats allows them;
+     * cstats_on says the agent announced /v0.6/stats and client_drop_p0s at the last /info.
+     * Request threads read cstats_on and add to the P0 counts; the flusher swaps those into
+     * the next trace payload's headers. */
+    dd_concentrator_t *cs;
+    atomic_bool cstats_on;
+    atomic_uint_fast64_t p0_traces, p0_spans;
 } child;
 
 /* mod_http2's variables (H2_STREAM_ID), when it is loaded. */
@@ -102,9 +115,14 @@ static int agent_send(void *ctx, const char *payload, size_t len, size_t ntraces
 {
     /* Only the flusher thread sends; the answer lives until the next send or child exit. */
     dd_agent_result_t *res = &child.last_result;
-    int rc;
+    int rc, on = atomic_load_explicit(&child.cstats_on, memory_order_relaxed);
     free(res->body);
     memset(res, 0, sizeof(*res));
+    /* The P0 traces dropped since the last payload ride on this one (the tracers' way: a
+     * failed send loses them, as it loses the payload's own traces). */
+    dd_agent_set_client_stats(
+        ctx, on, on ? atomic_exchange_explicit(&child.p0_traces, 0, memory_order_relaxed) : 0,
+        on ? atomic_exchange_explicit(&child.p0_spans, 0, memory_order_relaxed) : 0);
     rc = dd_agent_send(ctx, payload, len, ntraces, timeout_ms, res);
     if (rc != 0 && res->undelivered)
         rc = DD_SEND_UNDELIVERED;
@@ -134,6 +152,37 @@ static void on_agent_error(void *ctx, long http_status, const char *error)
                  error && *error ? error : status);
 }
 
+/* Client-side stats (issue 13.2) on or off, from the flusher thread after /info. */
+static void cstats_switch(int agent_takes_them)
+{
+    int on = child.cs && agent_takes_them;
+    if (on != atomic_load(&child.cstats_on))
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, child.server,
+                     DDLOGNO(4201) "client-side stats %s: the agent %s them; unsampled traces "
+                                   "are %s",
+                     on ? "on" : "off", on ? "takes" : "does not take", on ? "dropped" : "sent");
+    atomic_store(&child.cstats_on, on);
+    atomic_store_explicit(&dd_proxy_stats->cstats_active, (uint64_t)on, memory_order_relaxed);
+}
+
+/* ctx: the timeout (ms) of each stats request. */
+static int send_stats(void *ctx, const char *body, size_t len)
+{
+    dd_agent_result_t res;
+    return dd_agent_send_stats(child.agent, body, len, *(const long *)ctx, &res);
+}
+
+/* The flusher's tick: what request threads handed over is aggregated, and the buckets that
+ * are over are sent (all of them at child exit, each request more briefly). */
+static void cstats_tick(int final)
+{
+    long timeout = final ? CSTATS_FINAL_TIMEOUT_MS : SEND_TIMEOUT_MS;
+    if (!child.cs)
+        return;
+    dd_cs_drain(child.cs);
+    dd_cs_flush(child.cs, dd_now_ns(), final, send_stats, &timeout);
+}
+
 /* Agent discovery (issue 13.1), on the flusher thread: at its start and then every
  * INFO_EVERY_MS. What the agent says it takes bounds the payloads; an agent older than /info
  * (404), garbage or no answer leaves everything as configured. */
@@ -155,8 +204,10 @@ static void agent_discover(void *ctx, dd_flusher_t *f)
         dd_stats_add(&dd_proxy_stats->agent_info_errors, 1);
         dd_flusher_set_max_payload(f, 0);
         dd_proxy_rc_agent_info(0);
+        cstats_switch(0); /* no word from the agent: every trace goes to it again */
         return;
     }
+    cstats_switch(info.stats && info.client_drop_p0s);
     dd_stats_add(&dd_proxy_stats->agent_info_fetched, 1);
     atomic_store_explicit(&dd_proxy_stats->agent_client_drop_p0s, (uint64_t)info.client_drop_p0s,
                           memory_order_relaxed);
@@ -172,6 +223,7 @@ static void flusher_tick(void *ctx, dd_flusher_t *f, int final)
         agent_discover(ctx, f);
         dd_proxy_rc_tick(); /* remote configuration (issue 13.3), mod_dd_proxy_rc.c */
     }
+    cstats_tick(final);
     dd_proxy_xray_flusher_tick(ctx, f, final); /* X-Ray segments and sampling (issue 17) */
 }
 
@@ -265,6 +317,10 @@ static apr_status_t child_cleanup(void *data)
         dd_rates_destroy(child.rates);
         child.rates = NULL;
     }
+    if (child.cs && !busy) {
+        dd_cs_destroy(child.cs);
+        child.cs = NULL;
+    }
     return APR_SUCCESS;
 }
 
@@ -286,6 +342,18 @@ static void child_init(apr_pool_t *p, server_rec *s)
         dd_queue_create(c->queue_items != UNSET ? (size_t)c->queue_items : DEFAULT_QUEUE_ITEMS,
                         c->queue_bytes != UNSET ? (size_t)c->queue_bytes : DEFAULT_QUEUE_BYTES);
     child.rates = dd_rates_create();
+    if (c->client_stats != UNSET ? c->client_stats : dd_proxy_env.client_stats) {
+        dd_cs_conf_t cc = {.ring_items = CSTATS_RING_ITEMS,
+                           .max_keys = CSTATS_MAX_KEYS,
+                           .service = c->service             ? c->service
+                                      : dd_proxy_env.service ? dd_proxy_env.service
+                                                             : DEFAULT_SERVICE,
+                           .lang = "c",
+                           .tracer_version = DD_PROXY_VERSION,
+                           .runtime_id = child.runtime_id,
+                           .stats = dd_proxy_stats};
+        child.cs = dd_cs_create(&cc); /* NULL (out of memory): no client stats, all traces */
+    }
     child.limiter =
         dd_limiter_create(p, c->rate_limit >= 0 ? c->rate_limit : dd_proxy_env.rate_limit);
     if (dd_agent_url_parse(p, url_str, &url, &why) != 0)
@@ -910,11 +978,36 @@ static void response_header_tags(request_rec *r, dd_req_state_t *st)
         dd_span_set_metric(st->trace->server, "_dd.proxy.truncated", 1);
 }
 
+/* With client-side stats on: the trace's stats records go to the flusher, and a trace whose
+ * priority is <= 0 goes no further (returns 1: not encoded, counted for the agent). */
+static int cstats_hand_over(dd_req_state_t *st)
+{
+    dd_cs_span_t spans[2];
+    size_t n = dd_cs_from_trace(st->trace, st->tc.env, st->tc.version, spans);
+    uint64_t nspans = st->trace->inferred ? 2 : 1;
+
+    if (n)
+        dd_cs_push(child.cs, spans, n);
+    if (child.flusher && dd_cs_pending(child.cs) > dd_cs_ring_items(child.cs) / 2)
+        dd_flusher_wake(child.flusher);
+    if (st->trace->priority > 0)
+        return 0;
+    atomic_fetch_add_explicit(&child.p0_traces, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&child.p0_spans, nspans, memory_order_relaxed);
+    dd_stats_add(&dd_proxy_stats->p0_traces_dropped, 1);
+    dd_stats_add(&dd_proxy_stats->p0_spans_dropped, nspans);
+    return 1;
+}
+
 /* log_transaction's part on the queue, between its inflight increment and decrement. */
 static void push_chunk(dd_req_state_t *st)
 {
     char *chunk;
     size_t len;
+
+    if (child.cs && atomic_load_explicit(&child.cstats_on, memory_order_relaxed) &&
+        cstats_hand_over(st))
+        return;
 
     if (dd_trace_encode(st->trace, &chunk, &len) != 0) {
         dd_stats_add(&dd_proxy_stats->chunks_dropped[DD_DROP_ENCODE_ERROR], 1);

@@ -79,6 +79,7 @@ typedef struct {
     /* Global only: remote configuration (issue 13.3, mod_dd_proxy_rc.c) */
     int remote_config;      /* DDRemoteConfig: UNSET, 0, 1 */
     apr_int64_t rc_poll_ms; /* DDRemoteConfigPollInterval in ms, UNSET */
+    int client_stats;                     /* DDClientStats: UNSET, 0, 1 (issue 13.2) */
 } dd_srv_conf_t;
 
 /* DDTrustInboundContext / DD_TRACE_PROPAGATION_BEHAVIOR_EXTRACT */
@@ -122,6 +123,7 @@ typedef struct {
     int resource_renaming, resource_renaming_always;
     int remote_config;      /* DD_REMOTE_CONFIGURATION_ENABLED, else 1 */
     apr_int64_t rc_poll_ms; /* DD_REMOTE_CONFIG_POLL_INTERVAL_SECONDS, else 5 s */
+    int client_stats; /* DD_TRACE_STATS_COMPUTATION_ENABLED, else 0 (issue 13.2) */
 } dd_env_conf_t;
 
 extern dd_env_conf_t dd_proxy_env;

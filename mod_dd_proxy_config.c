@@ -38,6 +38,7 @@ void *dd_proxy_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->client_ip = c->query_string = UNSET;
     c->resource_renaming = c->resource_renaming_always = UNSET;
     c->extract_first = UNSET;
+    c->client_stats = UNSET;
     c->baggage_max_items = c->baggage_max_bytes = UNSET;
     c->remote_config = UNSET;
     c->rc_poll_ms = UNSET;
@@ -251,6 +252,14 @@ static const char *set_trust(cmd_parms *cmd, void *dirv, const char *arg)
                             arg);
     ((dd_dir_conf_t *)dirv)->trust = v;
     return NULL;
+}
+
+/* DDClientStats On|Off (issue 13.2): global. */
+static const char *set_client_stats(cmd_parms *cmd, void *dir, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dir;
+    return err ? err : parse_on_off(cmd, arg, &dd_proxy_srv_conf(cmd->server)->client_stats);
 }
 
 static const char *set_extract_first(cmd_parms *cmd, void *dir, const char *arg)
@@ -559,6 +568,9 @@ const command_rec dd_proxy_cmds[] = {
     AP_INIT_RAW_ARGS("DDPropagationStyle", set_styles, NULL, RSRC_CONF,
                      "datadog, tracecontext, b3multi, xray, baggage or none (default datadog "
                      "tracecontext baggage)"),
+    AP_INIT_TAKE1("DDClientStats", set_client_stats, NULL, RSRC_CONF,
+                  "On|Off: compute APM stats here and send no unsampled traces, where the agent "
+                  "accepts it (default Off, as DD_TRACE_STATS_COMPUTATION_ENABLED)"),
     AP_INIT_TAKE1("DDPropagationExtractFirst", set_extract_first, NULL, RSRC_CONF,
                   "On|Off: only the first style's context counts (default Off)"),
     AP_INIT_RAW_ARGS("DDBaggageTagKeys", set_baggage_tag_keys, NULL, RSRC_CONF,
@@ -692,6 +704,7 @@ static void read_feature_env(apr_pool_t *p, server_rec *s, int report)
                         "not continue, restart or ignore");
     }
     env_bool(s, report, 6011, "DD_TRACE_PROPAGATION_EXTRACT_FIRST", 0, &dd_proxy_env.extract_first);
+    env_bool(s, report, 4200, "DD_TRACE_STATS_COMPUTATION_ENABLED", 0, &dd_proxy_env.client_stats);
     v = getenv("DD_TRACE_BAGGAGE_TAG_KEYS"); /* set but empty: no tags */
     dd_proxy_env.baggage_tag_keys =
         dd_baggage_tag_keys_parse(p, v ? v : "user.id,session.id,account.id");

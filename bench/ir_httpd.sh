@@ -12,6 +12,8 @@
 # and prints (I(2N) - I(N)) / N: the instructions of one request, start-up excluded. The agent
 # is a port nothing listens on, with DDFlushInterval 60000: the flusher thread's sends are not
 # counted (they are in bench/run.sh's tables); the request path is.
+# DD_IR_AGENT_URL replaces that agent, DD_IR_CONF adds module directives after the defaults
+# (bench/ir_cstats.sh: a fake agent that takes client-side stats, DDClientStats On).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
@@ -63,9 +65,10 @@ MaxKeepAliveRequests 0
 ProxyPass /api/ http://127.0.0.1:$BPORT/
 EOF
         [ -n "$1" ] && cat <<EOF
-DDAgentURL http://127.0.0.1:9
+DDAgentURL ${DD_IR_AGENT_URL:-http://127.0.0.1:9}
 DDFlushInterval 60000
 DDInferredProxy On
+${DD_IR_CONF:-}
 EOF
     } >"$W/httpd.conf"
 }

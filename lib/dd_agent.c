@@ -28,6 +28,7 @@
 
 #define TRACES_PATH "/v0.4/traces"
 #define INFO_PATH "/info"
+#define STATS_PATH "/v0.6/stats"
 #define BODY_CAP (64 * 1024)     /* response bytes kept; the rest is read and dropped */
 #define CONNECT_TIMEOUT_MS 1000L /* the agent is local: a slow connect means it is down */
 #define CA_CACHE_S 3600L         /* the CA bundle is parsed again after an hour */
@@ -327,6 +328,12 @@ struct dd_agent {
      * so a send allocates nothing (curl only reads the list; struct curl_slist is public). */
     struct curl_slist count_node;
     char count_line[48];
+    /* Client-side stats (issue 13.2): Datadog-Client-Computed-Stats and the dropped-P0 counts,
+     * three more nodes linked between count_node and headers while on (no allocation). */
+    struct curl_slist cs_node[3];
+    char cs_line[3][64];
+    char *stats_url;  /* base + STATS_PATH */
+    CURL *stats_curl; /* made at the first dd_agent_send_stats */
     char errbuf[CURL_ERROR_SIZE]; /* curl's detailed message for the last failure */
     /* The socket curl talks to the agent on, or -1: dd_agent_interrupt() shuts it down from
      * another thread. The lock keeps curl from closing it (and the number from being reused)
@@ -556,9 +563,10 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
     a->curl = curl_easy_init();
     a->url = malloc(strlen(url->base) + sizeof(TRACES_PATH));
     a->info_url = malloc(strlen(url->base) + sizeof(INFO_PATH));
+    a->stats_url = malloc(strlen(url->base) + sizeof(STATS_PATH));
     if (url->is_unix)
         a->socket = strdup(url->socket);
-    if (!a->curl || !a->url || !a->info_url || (url->is_unix && !a->socket) || dd_agent_curl_cloexec(a->curl)) {
+    if (!a->curl || !a->url || !a->info_url || !a->stats_url || (url->is_unix && !a->socket) || dd_agent_curl_cloexec(a->curl)) {
         dd_agent_destroy(a);
         return NULL;
     }
@@ -566,6 +574,8 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
     strcat(a->url, TRACES_PATH);
     strcpy(a->info_url, url->base);
     strcat(a->info_url, INFO_PATH);
+    strcpy(a->stats_url, url->base);
+    strcat(a->stats_url, STATS_PATH);
 
     ok = ok && add_header(&a->headers, "Content-Type", "application/msgpack");
     ok = ok && add_header(&a->headers, "Datadog-Meta-Lang", "c");
@@ -582,6 +592,10 @@ dd_agent_t *dd_agent_create(const dd_agent_url_t *url, const char *tracer_versio
     }
     a->count_node.data = a->count_line;
     a->count_node.next = a->headers;
+    for (int i = 0; i < 3; i++) {
+        a->cs_node[i].data = a->cs_line[i];
+        a->cs_node[i].next = i < 2 ? &a->cs_node[i + 1] : a->headers;
+    }
 
     ok = ok && curl_easy_setopt(a->curl, CURLOPT_URL, a->url) == CURLE_OK;
     if (a->socket)
@@ -622,7 +636,10 @@ void dd_agent_destroy(dd_agent_t *a)
         curl_easy_cleanup(a->curl);
     if (a->info_curl)
         curl_easy_cleanup(a->info_curl);
+    if (a->stats_curl)
+        curl_easy_cleanup(a->stats_curl);
     free(a->info_url);
+    free(a->stats_url);
     if (a->lock_made)
         pthread_mutex_destroy(&a->sock_lock);
     curl_slist_free_all(a->headers);
@@ -792,3 +809,79 @@ int dd_agent_info(dd_agent_t *a, long timeout_ms, dd_agent_info_t *out, char *er
     return error[0] ? -1 : 0;
 }
 
+
+/* --- client-side stats (issue 13.2) ------------------------------------------------------- */
+
+void dd_agent_set_client_stats(dd_agent_t *a, int on, unsigned long long p0_traces,
+                               unsigned long long p0_spans)
+{
+    if (!a)
+        return;
+    if (!on) {
+        a->count_node.next = a->headers;
+        return;
+    }
+    snprintf(a->cs_line[0], sizeof(a->cs_line[0]), "Datadog-Client-Computed-Stats: yes");
+    snprintf(a->cs_line[1], sizeof(a->cs_line[1]), "Datadog-Client-Dropped-P0-Traces: %llu",
+             p0_traces);
+    snprintf(a->cs_line[2], sizeof(a->cs_line[2]), "Datadog-Client-Dropped-P0-Spans: %llu",
+             p0_spans);
+    a->count_node.next = &a->cs_node[0];
+}
+
+int dd_agent_send_stats(dd_agent_t *a, const char *body, size_t len, long timeout_ms,
+                        dd_agent_result_t *res)
+{
+    capture_t cap = {0};
+    CURLcode rc;
+    long status = 0;
+    int ok = 1;
+
+    memset(res, 0, sizeof(*res));
+    snprintf(res->error, sizeof(res->error), "no agent client");
+    if (!a)
+        return -1;
+    if (!a->stats_curl) {
+        a->stats_curl = curl_easy_init();
+        ok = a->stats_curl && dd_agent_curl_cloexec(a->stats_curl) == 0;
+        ok = ok && curl_easy_setopt(a->stats_curl, CURLOPT_URL, a->stats_url) == CURLE_OK;
+        if (ok && a->socket)
+            ok = curl_easy_setopt(a->stats_curl, CURLOPT_UNIX_SOCKET_PATH, a->socket) == CURLE_OK;
+        ok = ok && curl_easy_setopt(a->stats_curl, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
+        ok = ok && curl_easy_setopt(a->stats_curl, CURLOPT_NOPROXY, "*") == CURLE_OK;
+        ok = ok && curl_easy_setopt(a->stats_curl, CURLOPT_POST, 1L) == CURLE_OK;
+        /* the fixed headers (Content-Type: application/msgpack, Datadog-Meta-*, container) */
+        ok = ok && curl_easy_setopt(a->stats_curl, CURLOPT_HTTPHEADER, a->headers) == CURLE_OK;
+        ok = ok && curl_easy_setopt(a->stats_curl, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK;
+        ok = ok && keep_tls_state(a->stats_curl);
+        if (!ok) {
+            if (a->stats_curl)
+                curl_easy_cleanup(a->stats_curl);
+            a->stats_curl = NULL;
+            return -1;
+        }
+    }
+    if (timeout_ms < 1)
+        timeout_ms = 1;
+    curl_easy_setopt(a->stats_curl, CURLOPT_POSTFIELDS, body ? body : "");
+    curl_easy_setopt(a->stats_curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? len : 0));
+    curl_easy_setopt(a->stats_curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(a->stats_curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     timeout_ms < CONNECT_TIMEOUT_MS ? timeout_ms : CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(a->stats_curl, CURLOPT_WRITEDATA, &cap);
+    rc = curl_easy_perform(a->stats_curl);
+    curl_easy_setopt(a->stats_curl, CURLOPT_WRITEDATA, NULL);
+    curl_easy_getinfo(a->stats_curl, CURLINFO_RESPONSE_CODE, &status);
+    res->http_status = status;
+    free(cap.buf); /* the agent answers "OK" or nothing worth keeping */
+    if (rc != CURLE_OK) {
+        snprintf(res->error, sizeof(res->error), "%s", curl_easy_strerror(rc));
+        return -1;
+    }
+    if (status < 200 || status > 299) {
+        snprintf(res->error, sizeof(res->error), "HTTP %ld", status);
+        return -1;
+    }
+    res->error[0] = '\0';
+    return 0;
+}

@@ -92,6 +92,18 @@ int dd_agent_info(dd_agent_t *a, long timeout_ms, dd_agent_info_t *out, char *er
 int dd_agent_send(dd_agent_t *a, const char *body, size_t len, size_t ntraces, long timeout_ms,
                   dd_agent_result_t *res);
 
+/* Client-side stats (issue 13.2). From the flusher thread, before a dd_agent_send: on = 1 adds
+ * Datadog-Client-Computed-Stats: yes and the Datadog-Client-Dropped-P0-Traces / -Spans counts
+ * to the next trace payloads (until called again); on = 0 leaves them out. */
+void dd_agent_set_client_stats(dd_agent_t *a, int on, unsigned long long p0_traces,
+                               unsigned long long p0_spans);
+
+/* POSTs one stats payload (a msgpack ClientStatsPayload) to /v0.6/stats within timeout_ms, on
+ * a connection of its own. Returns 0 when the agent answered 2xx, -1 otherwise (res->error;
+ * res->body is always NULL). */
+int dd_agent_send_stats(dd_agent_t *a, const char *body, size_t len, long timeout_ms,
+                        dd_agent_result_t *res);
+
 /* Reads this process's container id from /proc/self/cgroup, or NULL. malloc'd. */
 char *dd_agent_container_id(void);
 /* The same from a file in /proc/self/cgroup format (for tests). */

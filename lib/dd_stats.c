@@ -217,6 +217,14 @@ char *dd_stats_to_json(dd_stats_t *s)
         bad |= put_u64(o, "agent_info_errors", &s->agent_info_errors);
         bad |= put_u64(o, "agent_client_drop_p0s", &s->agent_client_drop_p0s);
         bad |= put_u64(o, "agent_max_request_bytes", &s->agent_max_request_bytes);
+        bad |= put_u64(o, "client_stats_active", &s->cstats_active);
+        bad |= put_u64(o, "client_stats_payloads_sent", &s->cstats_payloads_sent);
+        bad |= put_u64(o, "client_stats_payloads_failed", &s->cstats_payloads_failed);
+        bad |= put_u64(o, "client_stats_buckets", &s->cstats_buckets);
+        bad |= put_u64(o, "client_stats_keys_dropped", &s->cstats_keys_dropped);
+        bad |= put_u64(o, "client_stats_spans_dropped", &s->cstats_spans_dropped);
+        bad |= put_u64(o, "p0_traces_dropped", &s->p0_traces_dropped);
+        bad |= put_u64(o, "p0_spans_dropped", &s->p0_spans_dropped);
         bad |= put_u64(o, "exit_flushes_detached", &s->exit_flushes_detached);
         bad |= put_u64(o, "exit_chunks_handed_off", &s->exit_chunks_handed_off);
         bad |= put_u64(o, "baggage_malformed", &s->baggage_malformed);

@@ -49,6 +49,19 @@ typedef struct {
     atomic_uint_fast64_t agent_info_errors;
     atomic_uint_fast64_t agent_client_drop_p0s;   /* 0 or 1 */
     atomic_uint_fast64_t agent_max_request_bytes; /* config.max_request_bytes */
+    /* Client-side stats (issue 13.2): on (1) while the agent announces /v0.6/stats and
+     * client_drop_p0s and DDClientStats allows it; stats payloads sent / failed, buckets
+     * flushed, spans not aggregated (their bucket's key table was full; or the hand-over
+     * ring was full, or a clock step put them in no open bucket), and the traces (and their
+     * spans) with priority <= 0 not sent. */
+    atomic_uint_fast64_t cstats_active;
+    atomic_uint_fast64_t cstats_payloads_sent;
+    atomic_uint_fast64_t cstats_payloads_failed;
+    atomic_uint_fast64_t cstats_buckets;
+    atomic_uint_fast64_t cstats_keys_dropped;
+    atomic_uint_fast64_t cstats_spans_dropped;
+    atomic_uint_fast64_t p0_traces_dropped;
+    atomic_uint_fast64_t p0_spans_dropped;
     atomic_uint_fast64_t exit_flushes_detached;
     atomic_uint_fast64_t exit_chunks_handed_off;
     atomic_int_fast64_t last_agent_error_time; /* Unix seconds, 0 = never */

@@ -14,6 +14,9 @@ with a timeout. `info` sets what GET /info answers (None: 404, as an agent older
 `remote_config` answers POST /v0.7/config (issue 13.3): None answers 404, else a callable
 given the request body (bytes) that returns (status, body bytes); the requests are recorded in
 other_requests too.
+Client-side stats (issue 13.2): with `stats_status` set (200, or an error status), POST
+/v0.6/stats is answered with it and kept, decoded, in `stats_payloads` (headers, body); None
+(the default) answers 404 as an agent without the endpoint.
 
 Fault modes (set `agent.mode`, a plain attribute; `set_mode()` also sets the parameters):
   "ok"        answer 200 {"rate_by_service": ...}
@@ -259,6 +262,18 @@ class _Handler(BaseHTTPRequestHandler):
             status, answer = agent.remote_config(body)
             self._send(status, answer)
             return
+        if path == "/v0.6/stats" and self.command == "POST" and agent.stats_status is not None:
+            try:
+                decoded = msgpack.unpackb(body, raw=False, strict_map_key=False)
+            except Exception as e:  # noqa: BLE001 - a finding
+                decoded = None
+                with agent._lock:
+                    agent.failures.append(f"POST /v0.6/stats: body is not msgpack: {e!r}")
+            with agent._lock:
+                agent.stats_payloads.append((self.headers, decoded))
+                agent._lock.notify_all()
+            self._send(agent.stats_status, b"OK", "text/plain")
+            return
         if path not in TRACE_PATHS or self.command not in ("PUT", "POST"):
             agent._record_other(self.command, self.path, self.headers, body)
             self._send(404, b'{"error": "not found"}')
@@ -345,6 +360,7 @@ class CaptureAgent:
         # JSON answer, "garbage" answers 200 with a body that is not JSON
         self.info = None
         self.remote_config = None  # POST /v0.7/config: None = 404, else body -> (status, bytes)
+        self.stats_status = None  # POST /v0.6/stats: None answers 404
         self.defer = False
         self._deferred = []
         self._conns = set()  # open connections: stop() closes them too (kept-alive ones)
@@ -427,6 +443,7 @@ class CaptureAgent:
             self.traces = []
             self.failures = []
             self.other_requests = []
+            self.stats_payloads = []
 
     def _record(self, payload):
         with self._lock:
