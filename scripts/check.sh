@@ -35,7 +35,7 @@ echo "== unit tests under ThreadSanitizer"
 copy_tree "$ROOT/build-tsan"
 configure_in "$ROOT/build-tsan" --enable-sanitizer=thread
 make -C "$ROOT/build-tsan" -s -j2 libddcore.a
-TSAN_TESTS="test_queue test_flusher test_rates test_sampler test_xray_sampler"
+TSAN_TESTS="test_queue test_flusher test_rates test_sampler test_xray_sampler test_concentrator"
 make -C "$ROOT/build-tsan" -s -j2 $(for t in $TSAN_TESTS; do echo tests/unit/$t; done)
 for t in $TSAN_TESTS; do
     TSAN_OPTIONS="halt_on_error=1" "$ROOT/build-tsan/tests/unit/$t"
