@@ -18,6 +18,12 @@ no module / module with DDTrace Off / module tracing with DDInferredProxy On. Th
 machine's two cores with wrk, a stand-in agent and the backend (bench/sink.c: one epoll thread
 each), as a real host shares them with its agent.
 
+--client-stats (issue 13.2): both agent stand-ins answer as an agent that takes client-side
+stats (GET /info announces /v0.6/stats and client_drop_p0s) and keeps 1 % of traces (rate 0.01
+for every service); the "on" httpd still sends every trace (DDClientStats Off), a fourth one
+(DDClientStats On, its own agent stand-in) computes the stats and sends only the kept traces.
+The verdict compares their added CPU per request.
+
 Modes: --quick (about 2 minutes), --soak (1,000,000 requests, RSS per child over time),
 --micro (only the microbenchmark), --httpd (only the httpd table).
 """
@@ -477,11 +483,11 @@ def one_run(inst, others, sinks, path, conc, seconds, headers):
     w0 = self_ticks()
     s0 = inst.snapshot()
     o0 = {o.key: o.snapshot() for o in others}
-    k0 = {s.mode: s.cpu_ticks() for s in sinks}
+    k0 = {id(s): s.cpu_ticks() for s in sinks}
     res = run_wrk(inst.port, path, conc, seconds, headers)
     s1 = inst.snapshot()
     o1 = {o.key: o.snapshot() for o in others}
-    k1 = {s.mode: s.cpu_ticks() for s in sinks}
+    k1 = {id(s): s.cpu_ticks() for s in sinks}
     b1, t1 = system_busy_ticks()
     w1 = self_ticks()
 
@@ -812,6 +818,28 @@ def machine():
             f"{read('/proc/loadavg').split()[0]}")
 
 
+def client_stats_verdicts(rows):
+    """--client-stats: added httpd CPU per request (medians, each minus the baseline's) with
+    client stats and with every trace sent; issue 13's target is at most half."""
+    print()
+    print("| path | c | gateway headers | added CPU µs/req, every trace sent | "
+          "added, client stats | ratio |")
+    print("|---|---|---|---:|---:|---:|")
+    for x in rows:
+        if not x["case"].endswith(", client stats"):
+            continue
+        sent_case = x["case"][:-len(", client stats")]
+        sent = next(y for y in rows if (y["path"], y["conc"], y["case"]) ==
+                    (x["path"], x["conc"], sent_case))
+        base = next(y for y in rows if (y["path"], y["conc"], y["case"]) ==
+                    (x["path"], x["conc"], "baseline"))
+        a_sent = sent["cpu_us_req"] - base["cpu_us_req"]
+        a_cs = x["cpu_us_req"] - base["cpu_us_req"]
+        ratio = a_cs / a_sent if a_sent > 0 else float("nan")
+        print(f"| {x['path']} | {x['conc']} | {sent_case[4:]} | {a_sent:.2f} | {a_cs:.2f} | "
+              f"{ratio:.2f} {'(≤ 0.5: met)' if ratio <= 0.5 else '(target ≤ 0.5: MISSED)'} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -843,6 +871,9 @@ def main():
     ap.add_argument("--xray", action="store_true",
                     help="also the case 'on + X-Ray': DDXRay On, every request sampled "
                          "(a segment built, queued and sent over UDP per request)")
+    ap.add_argument("--client-stats", action="store_true",
+                    help="an agent keeping 1 %% of traces that takes client-side stats; adds "
+                         "the cases 'client stats' (DDClientStats On) to compare with 'on'")
     ap.add_argument("--json", help="write every result here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
@@ -895,9 +926,14 @@ def main():
     sinks, insts = [], {}
     ok = True
     try:
-        agent = Sink(sink_bin, "agent", max_s)
+        agent_mode = "agent-cstats" if args.client_stats else "agent"
+        agent = Sink(sink_bin, agent_mode, max_s)
         backend = Sink(sink_bin, "static", max_s)
         sinks = [agent, backend]
+        agent_cs = None
+        if args.client_stats:
+            agent_cs = Sink(sink_bin, agent_mode, max_s)
+            sinks.append(agent_cs)
         agent_url = f"DDAgentURL http://127.0.0.1:{agent.port}"
         confs = {
             "base": (None, ""),
@@ -907,6 +943,11 @@ def main():
         }
         if args.compare_module:
             confs["cmp"] = (args.compare_module, confs["on"][1])
+        if agent_cs:
+            confs["cs"] = (module, confs["on"][1].replace(f"{agent.port}", f"{agent_cs.port}") +
+                           "DDClientStats On\n")
+            CASES.extend([("on, no gateway, client stats", "cs", "none"),
+                          ("on, aws-apigateway, client stats", "cs", "aws-apigateway")])
         xray = None
         if args.xray:
             xray = XRayStub()
@@ -933,9 +974,11 @@ def main():
         else:
             a0 = agent.stats()
             a0["traces"] -= warm_traced  # the warm-up's traces may still be on their way
+            c0 = agent_cs.stats() if agent_cs else None
             runs = httpd_table(args, args.build, workdir, sinks, insts)
             time.sleep(2.5)
             a1 = agent.stats()
+            c1 = agent_cs.stats() if agent_cs else None
             rows = summarize(runs, args)
             print_table(rows, args)
             traced = warm_traced + sum(res["requests"] for (p, c, name), rr in runs.items()
@@ -946,6 +989,16 @@ def main():
                   f"({(a1['bytes'] - a0['bytes']) / 1e6:.1f} MB in "
                   f"{a1['payloads'] - a0['payloads']:,} payloads) for {traced:,} requests that "
                   "wrk counted on the tracing httpds, warm-up included")
+            if agent_cs:
+                cs_reqs = sum(res["requests"] for (p, c, name), rr in runs.items()
+                              for _, res in rr if name.endswith("client stats"))
+                print(f"client stats agent: received {c1['traces'] - c0['traces']:,} traces "
+                      f"({(c1['bytes'] - c0['bytes']) / 1e6:.2f} MB in "
+                      f"{c1['payloads'] - c0['payloads']:,} payloads) and "
+                      f"{c1['stats'] - c0['stats']:,} stats payloads for {cs_reqs:,} requests "
+                      f"({(c1['traces'] - c0['traces']) / max(1, cs_reqs) * 100:.2f} % of traces "
+                      "sent; the agent's rate is 1 %)")
+                client_stats_verdicts(rows)
             if xray:
                 print(f"X-Ray daemon stub: received {xray.count:,} segment datagrams")
             bg = max(x["bg"] for x in rows)

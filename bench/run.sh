@@ -65,7 +65,7 @@ if [ "${DD_BENCH_NO_BUILD:-0}" != 1 ] || [ ! -x "$BUILD/bench-bin/micro" ]; then
     # shellcheck disable=SC2046
     gcc -std=gnu11 -O2 -g -I"$BUILD/lib" $(pkg-config --cflags $PKGS) \
         "$BUILD/bench/micro.c" "$BUILD"/lib/dd_*.c -o "$BUILD/bench-bin/micro" \
-        $(pkg-config --libs $PKGS) -lpthread
+        $(pkg-config --libs $PKGS) -lpthread -lm
     gcc -std=gnu11 -O2 -Wall "$BUILD/bench/sink.c" -o "$BUILD/bench-bin/sink"
 fi
 

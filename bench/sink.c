@@ -5,6 +5,11 @@
  *                      (Content-Length), counts payloads, bytes and X-Datadog-Trace-Count, and
  *                      answers 200 with a rate_by_service JSON as the agent does. GET /stats
  *                      answers {"payloads":N,"bytes":N,"traces":N,"requests":N}.
+ *   sink agent-cstats PORT
+ *                      the same, as an agent that takes client-side stats (issue 13.2): GET
+ *                      /info announces /v0.6/stats and client_drop_p0s, POST /v0.6/stats is
+ *                      counted apart ("stats" in GET /stats), and the rate for every service is
+ *                      0.01 (the agent keeping about 1 % of traces).
  *   sink static PORT   the backend behind mod_proxy: answers every GET with the same 1 KB
  *                      body (keep-alive, Content-Length).
  *
@@ -33,6 +38,10 @@
 #define MAX_CONNS 4096
 #define HDR_MAX (64 * 1024)
 #define AGENT_ANSWER "{\"rate_by_service\":{\"service:,env:\":1}}"
+#define CSTATS_ANSWER "{\"rate_by_service\":{\"service:,env:\":0.01}}"
+#define CSTATS_INFO                                                                           \
+    "{\"version\":\"7.52.0\",\"endpoints\":[\"/v0.4/traces\",\"/v0.6/stats\",\"/info\"],"  \
+    "\"client_drop_p0s\":true,\"config\":{\"max_request_bytes\":25000000}}"
 
 typedef struct {
     int fd;
@@ -47,6 +56,10 @@ typedef struct {
 } conn_t;
 
 static int agent_mode;
+static int cstats_mode; /* agent-cstats */
+static unsigned long long n_stats;
+static char trace_answer[256];
+static size_t trace_answer_len;
 static volatile sig_atomic_t stop;
 static unsigned long long n_payloads, n_bytes, n_traces, n_requests;
 static char static_answer[2048];
@@ -140,8 +153,9 @@ static void answer(conn_t *c, const char *req, size_t hlen)
     if (hlen > 10 && strncmp(req, "GET /stats", 10) == 0) {
         char body[256], resp[512];
         int bl = snprintf(body, sizeof(body),
-                          "{\"payloads\":%llu,\"bytes\":%llu,\"traces\":%llu,\"requests\":%llu}",
-                          n_payloads, n_bytes, n_traces, n_requests);
+                          "{\"payloads\":%llu,\"bytes\":%llu,\"traces\":%llu,\"requests\":%llu,"
+                          "\"stats\":%llu}",
+                          n_payloads, n_bytes, n_traces, n_requests, n_stats);
         int rl = snprintf(resp, sizeof(resp),
                           "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                           "Content-Length: %d\r\n\r\n%s",
@@ -149,10 +163,16 @@ static void answer(conn_t *c, const char *req, size_t hlen)
         out_append(c, resp, (size_t)rl);
         return;
     }
-    static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             "Content-Length: 39\r\n\r\n" AGENT_ANSWER;
-    _Static_assert(sizeof(AGENT_ANSWER) - 1 == 39, "Content-Length of the agent's answer");
-    out_append(c, ok, sizeof(ok) - 1);
+    if (cstats_mode && hlen > 9 && strncmp(req, "GET /info", 9) == 0) {
+        char resp[512];
+        int rl = snprintf(resp, sizeof(resp),
+                          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %zu\r\n\r\n%s",
+                          sizeof(CSTATS_INFO) - 1, CSTATS_INFO);
+        out_append(c, resp, (size_t)rl);
+        return;
+    }
+    out_append(c, trace_answer, trace_answer_len);
 }
 
 /* Consumes complete requests from c->in. Returns -1 on a protocol error. */
@@ -168,10 +188,7 @@ static int process(conn_t *c)
                 break;
             if (c->answer_after_body) {
                 c->answer_after_body = 0;
-                out_append(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                              "Content-Length: 39\r\n\r\n" AGENT_ANSWER,
-                           sizeof("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                  "Content-Length: 39\r\n\r\n" AGENT_ANSWER) - 1);
+                out_append(c, trace_answer, trace_answer_len);
             }
             continue;
         }
@@ -195,6 +212,12 @@ static int process(conn_t *c)
         pos += hlen;
         if (agent_mode && (strncmp(req, "POST ", 5) == 0 || strncmp(req, "PUT ", 4) == 0)) {
             const char *tc = header(req, hlen, "X-Datadog-Trace-Count", &vl);
+            if (strncmp(req, "POST /v0.6/stats", 16) == 0) {
+                n_stats++;
+                c->body_left = body;
+                c->answer_after_body = 1;
+                continue;
+            }
             n_payloads++;
             n_bytes += body;
             n_traces += tc ? strtoull(tc, NULL, 10) : 0;
@@ -219,11 +242,20 @@ int main(int argc, char **argv)
     struct sigaction sa;
     struct timespec t0, now;
 
-    if (argc < 3 || (strcmp(argv[1], "agent") && strcmp(argv[1], "static"))) {
-        fprintf(stderr, "usage: %s agent|static PORT [--max-seconds S]\n", argv[0]);
+    if (argc < 3 ||
+        (strcmp(argv[1], "agent") && strcmp(argv[1], "agent-cstats") && strcmp(argv[1], "static"))) {
+        fprintf(stderr, "usage: %s agent|agent-cstats|static PORT [--max-seconds S]\n", argv[0]);
         return 2;
     }
-    agent_mode = strcmp(argv[1], "agent") == 0;
+    cstats_mode = strcmp(argv[1], "agent-cstats") == 0;
+    agent_mode = cstats_mode || strcmp(argv[1], "agent") == 0;
+    {
+        const char *a = cstats_mode ? CSTATS_ANSWER : AGENT_ANSWER;
+        trace_answer_len = (size_t)snprintf(trace_answer, sizeof(trace_answer),
+                                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                            "Content-Length: %zu\r\n\r\n%s",
+                                            strlen(a), a);
+    }
     port = atoi(argv[2]);
     if (argc >= 5 && strcmp(argv[3], "--max-seconds") == 0)
         max_seconds = atof(argv[4]);
