@@ -46,15 +46,30 @@ const char *dd_xray_drop_reason_name(dd_xray_drop_reason_t r)
     return "unknown";
 }
 
+/* A JSON object of counters, one member a row. */
+typedef struct {
+    const char *k;
+    atomic_uint_fast64_t *c;
+} counter_row_t;
+
+static json_t *rows_json(const counter_row_t *rows, size_t n)
+{
+    json_t *x = json_object();
+    int bad = !x;
+    for (size_t i = 0; !bad && i < n; i++)
+        bad |= json_object_set_new(x, rows[i].k, json_integer((json_int_t)dd_stats_get(rows[i].c)));
+    if (bad) {
+        json_decref(x);
+        return NULL;
+    }
+    return x;
+}
+
 /* X-Ray (issue 17): its counters as the "xray" object (flat, as every object here is one level
  * deep), the drops by reason beside it as "xray_segments_dropped". */
 static json_t *xray_json(dd_stats_t *s)
 {
-    json_t *x = json_object();
-    struct {
-        const char *k;
-        atomic_uint_fast64_t *c;
-    } rows[] = {
+    const counter_row_t rows[] = {
         {"segments_sent", &s->xray_segments_sent},
         {"bytes_sent", &s->xray_bytes_sent},
         {"segments_too_large", &s->xray_segments_too_large},
@@ -65,24 +80,13 @@ static json_t *xray_json(dd_stats_t *s)
         {"sampling_errors", &s->xray_sampling_errors},
         {"sampling_rules_skipped", &s->xray_sampling_rules_skipped},
     };
-    int bad = !x;
-    for (size_t i = 0; !bad && i < sizeof(rows) / sizeof(rows[0]); i++)
-        bad |= json_object_set_new(x, rows[i].k, json_integer((json_int_t)dd_stats_get(rows[i].c)));
-    if (bad) {
-        json_decref(x);
-        return NULL;
-    }
-    return x;
+    return rows_json(rows, sizeof(rows) / sizeof(rows[0]));
 }
 
 /* Remote configuration (issue 13.3), as "remote_config". */
 static json_t *rc_json(dd_stats_t *s)
 {
-    json_t *x = json_object();
-    struct {
-        const char *k;
-        atomic_uint_fast64_t *c;
-    } rows[] = {
+    const counter_row_t rows[] = {
         {"polls", &s->rc_polls},
         {"poll_errors", &s->rc_poll_errors},
         {"malformed", &s->rc_malformed},
@@ -94,14 +98,7 @@ static json_t *rc_json(dd_stats_t *s)
         {"active_tags", &s->rc_active_tags},
         {"active_tracing_disabled", &s->rc_active_tracing_disabled},
     };
-    int bad = !x;
-    for (size_t i = 0; !bad && i < sizeof(rows) / sizeof(rows[0]); i++)
-        bad |= json_object_set_new(x, rows[i].k, json_integer((json_int_t)dd_stats_get(rows[i].c)));
-    if (bad) {
-        json_decref(x);
-        return NULL;
-    }
-    return x;
+    return rows_json(rows, sizeof(rows) / sizeof(rows[0]));
 }
 
 static json_t *xray_drops_json(dd_stats_t *s)
