@@ -262,11 +262,20 @@ static apr_status_t child_cleanup(void *data)
     return APR_SUCCESS;
 }
 
+static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc);
+
 static void child_init(apr_pool_t *p, server_rec *s)
 {
     child.server = s;
     dd_runtime_id(child.runtime_id);
     child.pid = (long)getpid();
+    for (server_rec *v = s; v; v = v->next) { /* the spans' constant tags, encoded once */
+        dd_srv_conf_t *vc = dd_proxy_srv_conf(v);
+        dd_trace_conf_t tc;
+        resolve_trace_conf(vc, &tc);
+        dd_trace_conf_prepare(p, &tc);
+        vc->trace_fixed = tc.fixed;
+    }
     dd_srv_conf_t *c = dd_proxy_srv_conf(s);
     const char *url_str = c->agent_url ? c->agent_url : dd_proxy_env.agent_url;
     dd_agent_url_t url;
@@ -437,6 +446,7 @@ static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc)
     tc->endpoint = c->endpoint;
     tc->runtime_id = child.runtime_id[0] ? child.runtime_id : NULL;
     tc->pid = child.pid;
+    tc->fixed = c->trace_fixed;
 }
 
 /* What the tracer features take from the request as it arrived (before the gateway headers

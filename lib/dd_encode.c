@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <apr_strings.h>
 #include <msgpack/pack_define.h>
 #include <msgpack/timestamp.h> /* pack_template.h also defines a timestamp packer */
 
@@ -237,10 +238,78 @@ static void pack_links(buf_t *b, const apr_array_header_t *links)
     }
 }
 
+/* Entries [from, to) of a meta (or metrics) array, one by one. */
+static void pack_entries(buf_t *b, const void *items, int metrics, int from, int to)
+{
+    if (metrics) {
+        const dd_metric_t *m = (const dd_metric_t *)items;
+        for (int i = from; i < to; i++) {
+            pack_known(b, m[i].key, m[i].klen);
+            mp_double(b, m[i].value);
+        }
+    } else {
+        const dd_meta_t *m = (const dd_meta_t *)items;
+        for (int i = from; i < to; i++) {
+            pack_known(b, m[i].key, m[i].klen);
+            pack_known(b, m[i].value, m[i].vlen);
+        }
+    }
+}
+
+/* Whether a[at, at + r->n) are the run's entries, unchanged (field by field: dd_metric_t has
+ * padding that memcmp would see). */
+static int run_intact(const dd_run_t *r, const void *items, int nelts, int at)
+{
+    if (at < 0 || r->n > nelts - at)
+        return 0;
+    if (r->metrics) {
+        const dd_metric_t *a = (const dd_metric_t *)items + at, *x = r->items;
+        for (int i = 0; i < r->n; i++)
+            if (a[i].key != x[i].key || a[i].klen != x[i].klen ||
+                memcmp(&a[i].value, &x[i].value, sizeof(double)) != 0)
+                return 0;
+    } else {
+        const dd_meta_t *a = (const dd_meta_t *)items + at, *x = r->items;
+        for (int i = 0; i < r->n; i++)
+            if (a[i].key != x[i].key || a[i].value != x[i].value || a[i].klen != x[i].klen ||
+                a[i].vlen != x[i].vlen)
+                return 0;
+    }
+    return 1;
+}
+
+/* A span's meta (or metrics) map: its runs copied as they were encoded, where intact, and the
+ * other entries one by one. Runs are recorded in increasing position. */
+static void pack_map_of(buf_t *b, const dd_span_t *s, int metrics)
+{
+    const apr_array_header_t *a = metrics ? s->metrics : s->meta;
+    int i = 0;
+    mp_map(b, (size_t)a->nelts);
+    for (int k = 0; k < DD_SPAN_RUNS; k++) {
+        const dd_run_t *r = s->runs[k].run;
+        int at = s->runs[k].at;
+        if (!r || r->metrics != metrics || at < i || !run_intact(r, a->elts, a->nelts, at))
+            continue;
+        pack_entries(b, a->elts, metrics, i, at);
+        buf_put(b, r->bytes, r->len);
+        i = at + r->n;
+    }
+    pack_entries(b, a->elts, metrics, i, a->nelts);
+}
+
+/* A span's string field: copied as it is when it is the one known clean. */
+static inline void pack_field(buf_t *b, const char *v, const char *known, uint32_t len)
+{
+    if (v == known && len)
+        pack_known(b, v, len);
+    else
+        pack_str(b, v);
+}
+
 static void pack_span(buf_t *b, const dd_span_t *s)
 {
-    const dd_meta_t *meta = (const dd_meta_t *)s->meta->elts;
-    const dd_metric_t *metrics = (const dd_metric_t *)s->metrics->elts;
+    static const dd_span_known_t none = {0};
+    const dd_span_known_t *k = s->known ? s->known : &none;
     int has_links = s->links && s->links->nelts > 0;
 
     mp_map(b, 12 + has_links);
@@ -251,13 +320,13 @@ static void pack_span(buf_t *b, const dd_span_t *s)
     KEY(b, "parent_id");
     mp_uint64(b, s->parent_id);
     KEY(b, "name");
-    pack_str(b, s->name);
+    pack_field(b, s->name, k->name, k->name_len);
     KEY(b, "service");
-    pack_str(b, s->service);
+    pack_field(b, s->service, k->service, k->service_len);
     KEY(b, "resource");
     pack_str(b, s->resource);
     KEY(b, "type");
-    pack_str(b, s->type);
+    pack_field(b, s->type, k->type, k->type_len);
     KEY(b, "start");
     mp_int64(b, s->start);
     KEY(b, "duration");
@@ -265,17 +334,9 @@ static void pack_span(buf_t *b, const dd_span_t *s)
     KEY(b, "error");
     mp_int32(b, s->error);
     KEY(b, "meta");
-    mp_map(b, (size_t)s->meta->nelts);
-    for (int i = 0; i < s->meta->nelts; i++) {
-        pack_known(b, meta[i].key, meta[i].klen);
-        pack_known(b, meta[i].value, meta[i].vlen);
-    }
+    pack_map_of(b, s, 0);
     KEY(b, "metrics");
-    mp_map(b, (size_t)s->metrics->nelts);
-    for (int i = 0; i < s->metrics->nelts; i++) {
-        pack_known(b, metrics[i].key, metrics[i].klen);
-        mp_double(b, metrics[i].value);
-    }
+    pack_map_of(b, s, 1);
     if (has_links) {
         KEY(b, "span_links");
         pack_links(b, s->links);
@@ -313,6 +374,19 @@ int dd_encode_chunk(dd_span_t *const *spans, size_t n, char **out, size_t *out_l
     *out = result;
     *out_len = b.len;
     return 0;
+}
+
+const unsigned char *dd_encode_entries(apr_pool_t *p, const void *items, int n, int metrics,
+                                       size_t *len)
+{
+    unsigned char stack[STACK_BYTES], *out;
+    buf_t b = {stack, 0, sizeof(stack), 0, 0};
+    pack_entries(&b, items, metrics, 0, n);
+    out = b.failed ? NULL : apr_pmemdup(p, b.data, b.len ? b.len : 1);
+    *len = out ? b.len : 0;
+    if (b.heap)
+        free(b.data);
+    return out;
 }
 
 size_t dd_encode_array_header(size_t n, unsigned char out[5])

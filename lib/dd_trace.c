@@ -51,16 +51,91 @@ static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
     join((p), (cap), (truncated), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),    \
          (const char *[]){__VA_ARGS__})
 
-/* env and version from DDEnv/DD_ENV, DDVersion/DD_VERSION: the module's own tags, which a
- * configured tag of the same name does not replace (dd_trace_apply_tags). Unified service
- * tagging, as Datadog's tracers do it: version belongs to the configured service, so a span of
- * another service (the gateway's) does not carry it. s->service must be set. */
-static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
+static const char server_span_name[] = "httpd.request";
+
+/* What a configuration's spans start with, encoded once (dd_trace_conf_prepare), and what it
+ * was made from. */
+typedef struct dd_trace_fixed {
+    const char *service, *env, *version, *runtime_id;
+    long pid;
+    const dd_run_t *server_meta, *server_metrics, *inferred_meta, *inferred_metrics;
+    dd_span_known_t server_known, inferred_known;
+} dd_trace_fixed_t;
+
+/* The module's own tags that do not change from one request to the next. env and version
+ * from DDEnv/DD_ENV, DDVersion/DD_VERSION: a configured tag of the same name does not replace
+ * them (dd_trace_apply_tags). Unified service tagging, as Datadog's tracers do it: version
+ * belongs to the configured service, so the gateway's span, whose service is another (or may
+ * be), adds it per request (make_inferred_span). The runtime tags, as dd-trace-cpp
+ * (httpd-datadog) sends them: runtime-id, language (Datadog-Meta-Lang: c), process_id. */
+static const dd_trace_fixed_t *fixed_make(apr_pool_t *p, const dd_trace_conf_t *conf)
 {
-    if (conf->env)
-        ADD(s, "env", conf->env);
-    if (conf->version && (s->service == conf->service || strcmp(s->service, conf->service) == 0))
-        ADD(s, "version", conf->version);
+    dd_trace_fixed_t *f = apr_pcalloc(p, sizeof(*f));
+    dd_meta_t m[8], svc = {conf->service, NULL, 0, 0};
+    dd_metric_t x[2];
+    int n = 0, k = 0;
+
+    f->service = conf->service;
+    f->env = conf->env;
+    f->version = conf->version;
+    f->runtime_id = conf->runtime_id;
+    f->pid = conf->pid;
+
+    m[n++] = (dd_meta_t){"component", "httpd", 9, 5};
+    m[n++] = (dd_meta_t){"span.kind", "server", 9, 6};
+    m[n] = (dd_meta_t){"env", conf->env, 3, 0};
+    n += conf->env != NULL;
+    m[n] = (dd_meta_t){"version", conf->version, 7, 0};
+    n += conf->version != NULL;
+    if (conf->runtime_id) {
+        m[n++] = (dd_meta_t){"runtime-id", conf->runtime_id, 10, 36};
+        m[n++] = (dd_meta_t){"language", "c", 8, 1};
+    }
+    for (int i = 0; i < n; i++)
+        if (!m[i].vlen)
+            dd_meta_measure(&m[i]);
+    f->server_meta = dd_run_make(p, m, n);
+    /* The gateway's span: all but component (the gateway's kind) and version. */
+    k = 0;
+    for (int i = 1; i < n; i++)
+        if (strcmp(m[i].key, "version") != 0)
+            m[k++] = m[i];
+    f->inferred_meta = dd_run_make(p, m, k);
+
+    n = 0;
+    x[n] = (dd_metric_t){"process_id", (double)conf->pid, 10};
+    n += conf->pid > 0;
+    f->server_metrics = dd_run_make_metrics(p, x, n);
+    x[0] = (dd_metric_t){"_dd.inferred_span", 1, 17};
+    x[1] = (dd_metric_t){"process_id", (double)conf->pid, 10};
+    f->inferred_metrics = dd_run_make_metrics(p, x, 1 + (conf->pid > 0));
+
+    dd_meta_measure(&svc);
+    f->server_known = (dd_span_known_t){.name = server_span_name,
+                                        .service = conf->service,
+                                        .type = dd_span_type_web,
+                                        .name_len = sizeof(server_span_name) - 1,
+                                        .service_len = svc.klen,
+                                        .type_len = 3};
+    f->inferred_known = f->server_known; /* its name is the gateway's */
+    f->inferred_known.name = NULL;
+    f->inferred_known.name_len = 0;
+    return f;
+}
+
+void dd_trace_conf_prepare(apr_pool_t *p, dd_trace_conf_t *conf)
+{
+    conf->fixed = fixed_make(p, conf);
+}
+
+/* conf->fixed when it is conf's, else made now for this trace. */
+static const dd_trace_fixed_t *fixed_of(apr_pool_t *p, const dd_trace_conf_t *conf)
+{
+    const dd_trace_fixed_t *f = conf->fixed;
+    if (f && f->service == conf->service && f->env == conf->env && f->version == conf->version &&
+        f->runtime_id == conf->runtime_id && f->pid == conf->pid)
+        return f;
+    return fixed_make(p, conf);
 }
 
 /* A host for a URL (RFC 3986): an IPv6 address gets its brackets ("::1" -> "[::1]"); a name,
@@ -109,16 +184,19 @@ static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const
 }
 
 static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
-                                   const dd_request_info_t *req, const dd_gateway_t *gw,
-                                   const char *user_agent, int *truncated)
+                                   const dd_trace_fixed_t *f, const dd_request_info_t *req,
+                                   const dd_gateway_t *gw, const char *user_agent, int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
     const char *method = clean(p, req->method, DD_CAP_VALUE, truncated);
     const char *path = clean(p, req->path, DD_CAP_PATH, truncated);
     const char *host = clean(p, req->host ? req->host : "localhost", DD_CAP_VALUE, truncated);
 
-    s->name = "httpd.request";
+    s->name = server_span_name;
     s->service = conf->service;
+    s->known = &f->server_known;
+    dd_span_add_run(s, f->server_meta); /* component, span.kind, env, version, runtime ... */
+    dd_span_add_run(s, f->server_metrics);
     /* Method and path are unknown only for a request httpd could not read (a 414 ...). */
     if (method && path)
         s->resource = JOIN(p, DD_CAP_PATH, truncated, method, " ", path);
@@ -126,8 +204,6 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         s->resource = method ? method : path ? path : s->name;
     s->start = req->start_ns;
     /* A fresh span: its own tags are appended without a search (the keys are distinct). */
-    ADD_LIT(s, "component", "httpd");
-    ADD_LIT(s, "span.kind", "server");
     ADD(s, "http.method", method);
     ADD(s, "http.url", server_url(p, req, host, path ? path : "", truncated));
     if (user_agent)
@@ -138,7 +214,6 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         ADD(s, "network.client.ip", req->network_client_ip);
     if (gw && gw->resource_path)
         ADD(s, "http.route", gw->resource_path);
-    set_common_meta(s, conf);
     if (req->tags) { /* header tags: the glue cleaned them, and they replace a tag they name */
         const dd_meta_t *m = (const dd_meta_t *)req->tags->elts;
         for (int i = 0; i < req->tags->nelts; i++)
@@ -155,14 +230,17 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
 }
 
 static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
-                                     const dd_request_info_t *req, const dd_gateway_t *gw,
-                                     const char *user_agent, int *truncated)
+                                     const dd_trace_fixed_t *f, const dd_request_info_t *req,
+                                     const dd_gateway_t *gw, const char *user_agent, int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
     const char *route = gw->resource_path ? gw->resource_path : gw->path;
 
     s->name = dd_gateway_span_name(gw->kind);
     s->service = gw->domain ? gw->domain : conf->service;
+    s->known = &f->inferred_known;
+    dd_span_add_run(s, f->inferred_meta); /* span.kind, env, runtime-id, language */
+    dd_span_add_run(s, f->inferred_metrics);
     if (gw->method && route)
         s->resource = JOIN(p, DD_CAP_PATH, truncated, gw->method, " ", route);
     else
@@ -174,7 +252,6 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         s->start = req->start_ns; /* the gateway's clock is ahead: never a negative gap */
 
     ADD(s, "component", dd_gateway_component(gw->kind));
-    ADD_LIT(s, "span.kind", "server");
     if (gw->method)
         ADD(s, "http.method", gw->method);
     if (gw->domain)
@@ -201,9 +278,9 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         ADD(s, "aws_user", gw->user);
     if (user_agent)
         ADD(s, "http.useragent", user_agent);
-    set_common_meta(s, conf);
+    if (conf->version && (s->service == conf->service || strcmp(s->service, conf->service) == 0))
+        ADD(s, "version", conf->version); /* the configured service's version */
     set_base_service(p, s, conf);
-    dd_span_set_metric_n(s, DD_LIT("_dd.inferred_span"), 1);
     return s;
 }
 
@@ -211,6 +288,7 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
                            const dd_gateway_t *gw, const dd_context_t *parent)
 {
     dd_trace_t *t = apr_pcalloc(p, sizeof(*t));
+    const dd_trace_fixed_t *f = fixed_of(p, conf);
     dd_span_t *root;
     uint64_t high, low;
     const char *user_agent;
@@ -234,13 +312,13 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
      * span that shows it with _dd.proxy.truncated. */
     user_agent = clean(p, req->user_agent, DD_CAP_VALUE, &ua_cut);
     cut = ua_cut;
-    t->server = make_server_span(p, conf, req, gw, user_agent, &cut);
+    t->server = make_server_span(p, conf, f, req, gw, user_agent, &cut);
     if (cut)
         dd_span_set_metric_n(t->server, DD_LIT("_dd.proxy.truncated"), 1);
     t->server->span_id = dd_random_id(1);
     if (gw) {
         cut = ua_cut || gw->truncated;
-        t->inferred = make_inferred_span(p, conf, req, gw, user_agent, &cut);
+        t->inferred = make_inferred_span(p, conf, f, req, gw, user_agent, &cut);
         if (cut)
             dd_span_set_metric_n(t->inferred, DD_LIT("_dd.proxy.truncated"), 1);
         t->inferred->span_id = dd_random_id(1);
@@ -256,12 +334,6 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
         s->trace_id_high = high;
         if (t->parent.origin)
             SET(s, "_dd.origin", t->parent.origin, 0);
-        if (conf->runtime_id) {
-            dd_span_add_meta_n(s, DD_LIT("runtime-id"), conf->runtime_id, 36);
-            dd_span_add_meta_n(s, DD_LIT("language"), DD_LIT("c")); /* Datadog-Meta-Lang: c */
-        }
-        if (conf->pid > 0)
-            dd_span_set_metric_n(s, DD_LIT("process_id"), (double)conf->pid);
     }
     if (high) {
         char *hex = apr_palloc(p, 17);

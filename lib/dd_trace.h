@@ -36,7 +36,16 @@ typedef struct {
      * meta runtime-id and language, metric process_id. NULL / 0: not sent. */
     const char *runtime_id; /* dd_runtime_id() of this child process */
     long pid;
+    /* The tags above that every span starts with, encoded once (dd_trace_conf_prepare), or
+     * NULL: each trace then encodes them itself. */
+    const struct dd_trace_fixed *fixed;
 } dd_trace_conf_t;
+
+/* Encodes what every span of conf starts with (component, span.kind, env, version,
+ * runtime-id, language, process_id; name, service and type) once, in p, into conf->fixed.
+ * Call it once conf is filled (a child's runtime id and pid included); a conf whose service,
+ * env, version, runtime id or pid changed since is noticed, and its traces encode their own. */
+void dd_trace_conf_prepare(apr_pool_t *p, dd_trace_conf_t *conf);
 
 /* A runtime id for this process: a random UUID (version 4), 36 characters and a NUL. */
 void dd_runtime_id(char out[37]);
