@@ -146,6 +146,50 @@ static inline void put_body(buf_t *b, const char *s, size_t n)
     b->len += n;
 }
 
+/* n < 32 bytes from s to d, with overlapping word moves (no call, no byte loop). */
+static inline void copy_short(unsigned char *d, const char *s, size_t n)
+{
+    if (n >= 16) {
+        uint64_t h0 = dd_load64(s), h1 = dd_load64(s + 8);
+        uint64_t t0 = dd_load64(s + n - 16), t1 = dd_load64(s + n - 8);
+        memcpy(d, &h0, 8);
+        memcpy(d + 8, &h1, 8);
+        memcpy(d + n - 16, &t0, 8);
+        memcpy(d + n - 8, &t1, 8);
+    } else if (n >= 8) {
+        uint64_t head = dd_load64(s), tail = dd_load64(s + n - 8);
+        memcpy(d, &head, 8);
+        memcpy(d + n - 8, &tail, 8);
+    } else if (n >= 4) {
+        uint32_t head, tail;
+        memcpy(&head, s, 4);
+        memcpy(&tail, s + n - 4, 4);
+        memcpy(d, &head, 4);
+        memcpy(d + n - 4, &tail, 4);
+    } else if (n > 0) {
+        d[0] = (unsigned char)s[0];
+        d[n / 2] = (unsigned char)s[n / 2];
+        d[n - 1] = (unsigned char)s[n - 1];
+    }
+}
+
+/* A string without control characters, of known length: header and body. Most keys and
+ * values are under 32 bytes, msgpack's fixstr (a one-byte header, as mp_str writes it): a
+ * store and copy_short(), inlined, with no call. */
+static inline __attribute__((always_inline)) void put_clean(buf_t *b, const char *s, size_t n)
+{
+    unsigned char *d;
+    if (n >= 32 || b->cap - b->len < 32) {
+        mp_str(b, n);
+        put_body(b, s, n);
+        return;
+    }
+    d = b->data + b->len;
+    d[0] = (unsigned char)(0xa0 | n);
+    copy_short(d + 1, s, n);
+    b->len += n + 1;
+}
+
 static void pack_escaped(buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -183,8 +227,7 @@ static void pack_str(buf_t *b, const char *s)
         pack_escaped(b, s, n);
         return;
     }
-    mp_str(b, n);
-    put_body(b, s, n);
+    put_clean(b, s, n);
 }
 
 /* A string whose length is known and which has no control characters (dd_meta_t's klen and
@@ -195,12 +238,11 @@ static inline void pack_known(buf_t *b, const char *s, uint32_t n)
         pack_str(b, s);
         return;
     }
-    mp_str(b, n);
-    put_body(b, s, n);
+    put_clean(b, s, n);
 }
 
 /* A key the encoder writes itself: a literal with no control characters. */
-#define KEY(b, lit) (mp_str((b), sizeof(lit) - 1), mp_str_body((b), (lit), sizeof(lit) - 1))
+#define KEY(b, lit) put_clean((b), (lit), sizeof(lit) - 1)
 
 /* span_links as the agent's span.proto has them (and dd-trace-py / dd-trace-cpp send them):
  * trace_id, trace_id_high, span_id, then attributes, tracestate and flags when known; flags

@@ -153,6 +153,8 @@ void dd_span_set_metric_n(dd_span_t *s, const char *key, uint32_t klen, double v
 {
     dd_metric_t *m = (dd_metric_t *)s->metrics->elts;
     for (int i = 0; i < s->metrics->nelts; i++) {
+        if (klen && m[i].klen && klen != m[i].klen)
+            continue; /* both lengths known and different: another key, no strcmp */
         if (same_key(m[i].key, key)) {
             m[i].value = value;
             return; /* the same key: its klen stays right */

@@ -452,12 +452,23 @@ void dd_trace_finish(dd_trace_t *t, int64_t end_mono_ns, int status, const char 
                      const char *error_notes)
 {
     dd_span_t *s = t->server;
-    const char *code = apr_itoa(t->pool, status);
+    char *code;
+    uint32_t code_len = 0;
     int64_t end_ns;
 
+    if (status >= 100 && status <= 999) { /* three digits: no printf, and a known length */
+        code = apr_palloc(t->pool, 4);
+        code[0] = (char)('0' + status / 100);
+        code[1] = (char)('0' + status / 10 % 10);
+        code[2] = (char)('0' + status % 10);
+        code[3] = '\0';
+        code_len = 3;
+    } else {
+        code = apr_itoa(t->pool, status);
+    }
     s->duration = end_mono_ns > t->start_mono_ns ? end_mono_ns - t->start_mono_ns : 0;
     end_ns = s->start + s->duration; /* on the epoch, as the gateway's start is */
-    SET(s, "http.status_code", code, 0);
+    SET(s, "http.status_code", code, code_len);
     if (t->error_statuses ? dd_status_set_has(t->error_statuses, status)
                           : status >= 500 && status <= 599) {
         const char *msg = error_notes && *error_notes ? error_notes : status_line;
