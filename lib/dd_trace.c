@@ -11,6 +11,7 @@
 #include "dd_endpoint.h"
 #include "dd_util.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <apr_lib.h>
@@ -28,16 +29,34 @@ static const char *clean(apr_pool_t *p, const char *s, size_t cap, int *truncate
     return s ? dd_str_clean(p, s, strlen(s), cap, truncated) : NULL;
 }
 
+/* clean(), and *len gets the result's length (0 for NULL). */
+static const char *clean_n(apr_pool_t *p, const char *s, size_t cap, int *truncated, size_t *len)
+{
+    const char *out;
+    if (!s) {
+        *len = 0;
+        return NULL;
+    }
+    *len = strlen(s);
+    out = dd_str_clean(p, s, *len, cap, truncated);
+    if (out != s)
+        *len = strlen(out);
+    return out;
+}
+
+#define UNKNOWN_LEN ((size_t)-1)
+
 /* Joins n clean strings (valid UTF-8, as everything here is once cleaned) into one pool
  * string. The result is valid UTF-8 too, so it only goes through dd_str_clean when it is
- * longer than cap, to be cut on a character boundary. */
+ * longer than cap, to be cut on a character boundary. lens (or NULL) gives the parts' lengths
+ * where known, else UNKNOWN_LEN. */
 static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
-                        const char *const *parts)
+                        const char *const *parts, const size_t *lens)
 {
     size_t len[8], total = 0;
     char *out, *o;
     for (size_t i = 0; i < n; i++)
-        total += len[i] = strlen(parts[i]);
+        total += len[i] = lens && lens[i] != UNKNOWN_LEN ? lens[i] : strlen(parts[i]);
     o = out = apr_palloc(p, total + 1);
     for (size_t i = 0; i < n; i++) {
         memcpy(o, parts[i], len[i]);
@@ -49,7 +68,7 @@ static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
 
 #define JOIN(p, cap, truncated, ...)                                                               \
     join((p), (cap), (truncated), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),    \
-         (const char *[]){__VA_ARGS__})
+         (const char *[]){__VA_ARGS__}, NULL)
 
 static const char server_span_name[] = "httpd.request";
 
@@ -163,24 +182,30 @@ static void set_base_service(apr_pool_t *p, dd_span_t *s, const dd_trace_conf_t 
     dd_span_add_meta_n(s, DD_LIT("_dd.base_service"), lower, 0);
 }
 
+/* scheme://host[:port]path[?query], from the parts' lengths where they are known. */
 static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *host,
-                              const char *path, int *truncated)
+                              size_t host_len, const char *path, size_t path_len, int *truncated)
 {
-    char port[8], *d = port + sizeof(port);
+    char port[8], *d = port + sizeof(port) - 1;
     const char *q = req->query && *req->query ? "?" : "", *query = *q ? req->query : "";
     unsigned v = req->port;
     int default_port = req->port == 0 || (strcmp(req->scheme, "https") == 0 && req->port == 443) ||
                        (strcmp(req->scheme, "http") == 0 && req->port == 80);
-    host = url_host(p, host);
-    if (default_port)
-        return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, path, q, query);
-    *--d = '\0'; /* ":<port>" without printf: a port is at most 5 digits */
-    do {
-        *--d = (char)('0' + v % 10);
-        v /= 10;
-    } while (v && d > port + 1);
-    *--d = ':';
-    return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, d, path, q, query);
+    const char *bracketed = url_host(p, host);
+
+    *d = '\0';
+    if (!default_port) { /* ":<port>" without printf: a port is at most 5 digits */
+        do {
+            *--d = (char)('0' + v % 10);
+            v /= 10;
+        } while (v && d > port + 1);
+        *--d = ':';
+    }
+    return join(p, DD_CAP_PATH, truncated, 7,
+                (const char *[]){req->scheme, "://", bracketed, d, path, q, query},
+                (const size_t[]){UNKNOWN_LEN, 3, bracketed == host ? host_len : UNKNOWN_LEN,
+                                 (size_t)(port + sizeof(port) - 1 - d), path_len, *q ? 1 : 0,
+                                 UNKNOWN_LEN});
 }
 
 static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
@@ -188,9 +213,11 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
                                    const dd_gateway_t *gw, const char *user_agent, int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
-    const char *method = clean(p, req->method, DD_CAP_VALUE, truncated);
-    const char *path = clean(p, req->path, DD_CAP_PATH, truncated);
-    const char *host = clean(p, req->host ? req->host : "localhost", DD_CAP_VALUE, truncated);
+    size_t method_len, path_len, host_len;
+    const char *method = clean_n(p, req->method, DD_CAP_VALUE, truncated, &method_len);
+    const char *path = clean_n(p, req->path, DD_CAP_PATH, truncated, &path_len);
+    const char *host =
+        clean_n(p, req->host ? req->host : "localhost", DD_CAP_VALUE, truncated, &host_len);
 
     s->name = server_span_name;
     s->service = conf->service;
@@ -199,13 +226,14 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     dd_span_add_run(s, f->server_metrics);
     /* Method and path are unknown only for a request httpd could not read (a 414 ...). */
     if (method && path)
-        s->resource = JOIN(p, DD_CAP_PATH, truncated, method, " ", path);
+        s->resource = join(p, DD_CAP_PATH, truncated, 3, (const char *[]){method, " ", path},
+                           (const size_t[]){method_len, 1, path_len});
     else
         s->resource = method ? method : path ? path : s->name;
     s->start = req->start_ns;
     /* A fresh span: its own tags are appended without a search (the keys are distinct). */
     ADD(s, "http.method", method);
-    ADD(s, "http.url", server_url(p, req, host, path ? path : "", truncated));
+    ADD(s, "http.url", server_url(p, req, host, host_len, path ? path : "", path_len, truncated));
     if (user_agent)
         ADD(s, "http.useragent", user_agent);
     if (req->client_ip)
@@ -377,15 +405,44 @@ dd_span_t *dd_trace_root(const dd_trace_t *t)
     return t->inferred ? t->inferred : t->server;
 }
 
-static const char *knuth_rate(apr_pool_t *p, double rate)
+const char *dd_knuth_rate(apr_pool_t *p, double rate, uint32_t *len)
 {
-    char *out = apr_psprintf(p, "%.6f", rate < 0 ? 0 : rate > 1 ? 1 : rate);
-    size_t n = strlen(out);
-    while (n > 1 && out[n - 1] == '0')
-        n--;
-    if (out[n - 1] == '.')
-        n--;
+    double r = rate < 0 ? 0 : rate > 1 ? 1 : rate, y = r == r ? r * 1e6 : 0.5, frac;
+    uint32_t k = (uint32_t)y, n = 0;
+    char *out = apr_palloc(p, 16);
+
+    /* "%.6f" rounds the exact binary value; y's error is far below 1e-6, so the rounding
+     * decision is the same unless y is that close to a tie: then (and for a NaN) printf
+     * decides. */
+    frac = y - (double)k;
+    if (frac > 0.5 - 1e-6 && frac < 0.5 + 1e-6) {
+        n = (uint32_t)snprintf(out, 16, "%.6f", r);
+        while (n > 1 && out[n - 1] == '0')
+            n--;
+        if (out[n - 1] == '.')
+            n--;
+    } else {
+        k += frac > 0.5;
+        if (k >= 1000000) {
+            out[n++] = '1';
+        } else {
+            out[n++] = '0';
+            if (k) {
+                int digits = 6;
+                while (k % 10 == 0) { /* no trailing zeros */
+                    k /= 10;
+                    digits--;
+                }
+                out[n++] = '.';
+                for (int i = digits - 1; i >= 0; i--, k /= 10)
+                    out[n + (uint32_t)i] = (char)('0' + k % 10);
+                n += (uint32_t)digits;
+            }
+        }
+    }
     out[n] = '\0';
+    if (len)
+        *len = n;
     return out;
 }
 
@@ -395,6 +452,7 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     dd_span_t *root = dd_trace_root(t);
     dd_sample_input_t in;
     dd_decision_t d;
+    uint32_t ksr_len;
 
     if (t->parent.priority != DD_PRIORITY_UNSET) {
         t->priority = t->parent.priority; /* decided upstream: honoured as is */
@@ -421,8 +479,10 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     /* _dd.p.ksr: the rate a rule or the agent's rates applied, propagated with the trace (keep
      * or drop) so that downstream and the backend know the probability (dd-trace-js
      * formatKnuthRate: at most 6 decimals, no trailing zeros). */
-    if (d.mechanism == 3 || d.mechanism == 1)
-        SET(root, "_dd.p.ksr", knuth_rate(t->pool, d.rate), 0);
+    if (d.mechanism == 3 || d.mechanism == 1) {
+        const char *ksr = dd_knuth_rate(t->pool, d.rate, &ksr_len);
+        SET(root, "_dd.p.ksr", ksr, ksr_len);
+    }
     /* The decision maker is propagated only with a keep, as Datadog tracers do. */
     if (d.priority > 0)
         SET(root, "_dd.p.dm", d.mechanism == 3 ? "-3" : d.mechanism == 1 ? "-1" : "-0", 2);

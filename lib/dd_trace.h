@@ -116,6 +116,11 @@ int dd_trace_encode(const dd_trace_t *t, char **out, size_t *out_len);
 /* The local root: the inferred span when there is one, else the server span. */
 dd_span_t *dd_trace_root(const dd_trace_t *t);
 
+/* _dd.p.ksr's value for a rate, as dd-trace-js's formatKnuthRate writes it: "%.6f" without
+ * trailing zeros (and without a trailing '.'), rate clamped to [0, 1]; *len (may be NULL) gets
+ * its length. Exposed for tests. */
+const char *dd_knuth_rate(apr_pool_t *p, double rate, uint32_t *len);
+
 /* Log correlation (CONTRACT §3.3): 32 lowercase hex for a 128-bit trace id, decimal for a
  * 64-bit one; the server span's id in decimal. */
 const char *dd_trace_id_string(apr_pool_t *p, const dd_trace_t *t);
