@@ -58,6 +58,12 @@ static const dd_run_t *run_make(apr_pool_t *p, const void *items, int n, int met
     r->n = n;
     r->metrics = metrics;
     r->bytes = dd_encode_entries(p, r->items, n, metrics, &r->len);
+    r->keys = 0;
+    for (int i = 0; i < n; i++) {
+        const char *key =
+            metrics ? ((const dd_metric_t *)items)[i].key : ((const dd_meta_t *)items)[i].key;
+        r->keys |= dd_key_bit(key, strlen(key));
+    }
     return r->bytes ? r : NULL;
 }
 
@@ -98,11 +104,18 @@ void dd_span_add_run(dd_span_t *s, const dd_run_t *r)
     }
     memcpy(a->elts + size * (size_t)a->nelts, r->items, size * (size_t)r->n);
     a->nelts += r->n;
+    *(r->metrics ? &s->metric_keys : &s->meta_keys) |= r->keys;
 }
 
 void dd_span_put_meta(dd_span_t *s, const dd_meta_t *tag)
 {
     dd_meta_t *m = (dd_meta_t *)s->meta->elts;
+    uint64_t bit = dd_key_bit(tag->key, tag->klen ? tag->klen : strlen(tag->key));
+    if (!(s->meta_keys & bit)) { /* a key the span has not got: no search */
+        if (tag->value)
+            dd_span_add_meta_n(s, tag->key, tag->klen, tag->value, tag->vlen);
+        return;
+    }
     for (int i = 0; i < s->meta->nelts; i++) {
         if (tag->klen && m[i].klen && tag->klen != m[i].klen)
             continue; /* both lengths known and different: another key, no strcmp */
@@ -118,7 +131,7 @@ void dd_span_put_meta(dd_span_t *s, const dd_meta_t *tag)
         }
     }
     if (tag->value)
-        *(dd_meta_t *)apr_array_push(s->meta) = *tag;
+        dd_span_add_meta_n(s, tag->key, tag->klen, tag->value, tag->vlen);
 }
 
 void dd_span_set_meta(dd_span_t *s, const char *key, const char *value)
@@ -143,6 +156,8 @@ void dd_meta_measure(dd_meta_t *m)
 const char *dd_span_get_meta(const dd_span_t *s, const char *key)
 {
     const dd_meta_t *m = (const dd_meta_t *)s->meta->elts;
+    if (!(s->meta_keys & dd_key_bit(key, strlen(key))))
+        return NULL;
     for (int i = 0; i < s->meta->nelts; i++)
         if (same_key(m[i].key, key))
             return m[i].value;
@@ -152,7 +167,8 @@ const char *dd_span_get_meta(const dd_span_t *s, const char *key)
 void dd_span_set_metric_n(dd_span_t *s, const char *key, uint32_t klen, double value)
 {
     dd_metric_t *m = (dd_metric_t *)s->metrics->elts;
-    for (int i = 0; i < s->metrics->nelts; i++) {
+    uint64_t bit = dd_key_bit(key, klen ? klen : strlen(key));
+    for (int i = 0; (s->metric_keys & bit) && i < s->metrics->nelts; i++) {
         if (klen && m[i].klen && klen != m[i].klen)
             continue; /* both lengths known and different: another key, no strcmp */
         if (same_key(m[i].key, key)) {
@@ -164,6 +180,7 @@ void dd_span_set_metric_n(dd_span_t *s, const char *key, uint32_t klen, double v
     n->key = key;
     n->value = value;
     n->klen = klen;
+    s->metric_keys |= bit;
 }
 
 void dd_span_set_metric(dd_span_t *s, const char *key, double value)
@@ -174,6 +191,8 @@ void dd_span_set_metric(dd_span_t *s, const char *key, double value)
 int dd_span_get_metric(const dd_span_t *s, const char *key, double *value)
 {
     const dd_metric_t *m = (const dd_metric_t *)s->metrics->elts;
+    if (!(s->metric_keys & dd_key_bit(key, strlen(key))))
+        return 0;
     for (int i = 0; i < s->metrics->nelts; i++) {
         if (same_key(m[i].key, key)) {
             *value = m[i].value;
@@ -187,7 +206,7 @@ int dd_span_get_metric(const dd_span_t *s, const char *key, double *value)
 /* Tag sets                                                                                 */
 
 /* Invariant: items holds each key once; index maps every key to 1 + its position in items;
- * filter has key_bit() of every key set. run, when not NULL, is items encoded: bytes grow
+ * filter has dd_key_bit() of every key set. run, when not NULL, is items encoded: bytes grow
  * with each new key; a key set again makes the run stale (NULL) until a merge encodes the
  * whole set (a set is built once, at configuration time, so this is about never being
  * quadratic, not about speed). */
@@ -202,14 +221,6 @@ struct dd_tagset {
     int stale;
 };
 
-/* One of 64 bits for a key, from its length and two of its bytes: two equal keys have the
- * same bit, so a key whose bit a set does not have is not in it. */
-static inline uint64_t key_bit(const char *key, size_t n)
-{
-    unsigned char last = n ? (unsigned char)key[n - 1] : 0;
-    return 1ULL << ((n * 7 + (unsigned char)key[0] * 3 + last) & 63);
-}
-
 /* Appends the encoding of the set's last n items to its run (amortized: bytes double). */
 static void tagset_encode_last(dd_tagset_t *t, int n)
 {
@@ -219,7 +230,7 @@ static void tagset_encode_last(dd_tagset_t *t, int n)
     const unsigned char *more;
 
     for (int i = total - n; i < total; i++)
-        t->filter |= key_bit(m[i].key, m[i].klen ? m[i].klen : strlen(m[i].key));
+        t->filter |= dd_key_bit(m[i].key, m[i].klen ? m[i].klen : strlen(m[i].key));
     if (t->stale)
         return;
     more = dd_encode_entries(t->pool, m + total - n, n, 0, &len);
@@ -243,6 +254,7 @@ static void tagset_encode_last(dd_tagset_t *t, int n)
     t->encoded.len += len;
     t->encoded.items = m; /* the array may have moved */
     t->encoded.n = total;
+    t->encoded.keys = t->filter;
     t->run = &t->encoded;
 }
 
@@ -327,9 +339,9 @@ void dd_span_apply_tagset(dd_span_t *s, const dd_tagset_t *t)
     if (t->run) {
         int shadowed = 0;
         for (int i = 0; i < n_own && !shadowed; i++)
-            shadowed =
-                (t->filter & key_bit(own[i].key, own[i].klen ? own[i].klen : strlen(own[i].key))) &&
-                apr_hash_get(t->index, own[i].key, APR_HASH_KEY_STRING);
+            shadowed = (t->filter &
+                        dd_key_bit(own[i].key, own[i].klen ? own[i].klen : strlen(own[i].key))) &&
+                       apr_hash_get(t->index, own[i].key, APR_HASH_KEY_STRING);
         if (!shadowed) {
             dd_span_add_run(s, t->run);
             return;

@@ -10,6 +10,7 @@
 #define DD_SPAN_H
 
 #include <stdint.h>
+#include <string.h>
 #include <apr_pools.h>
 #include <apr_tables.h>
 
@@ -56,6 +57,7 @@ typedef struct {
     int metrics; /* items are dd_metric_t */
     const unsigned char *bytes;
     size_t len;
+    uint64_t keys; /* dd_key_bit() of each key */
 } dd_run_t;
 
 /* Encodes n meta entries (or metrics) as a run in p. NULL when n == 0. */
@@ -93,7 +95,19 @@ typedef struct dd_span {
         int at;
     } runs[DD_SPAN_RUNS];
     const dd_span_known_t *known;
+    /* dd_key_bit() of every key meta (metrics) holds, and maybe of keys it held: a key whose
+     * bit is not set is not there, with no search. Kept by the functions below, the only
+     * ones that add tags. */
+    uint64_t meta_keys, metric_keys;
 } dd_span_t;
+
+/* One of 64 bits for a key of n bytes, from n and two of its bytes: two equal keys have the
+ * same bit (dd_span_t.meta_keys, tag sets). */
+static inline uint64_t dd_key_bit(const char *key, size_t n)
+{
+    unsigned char last = n ? (unsigned char)key[n - 1] : 0;
+    return 1ULL << ((n * 7 + (unsigned char)key[0] * 3 + last) & 63);
+}
 
 /* A fresh span: no tags, type dd_span_type_web ("web", one pointer for dd_span_known_t). */
 dd_span_t *dd_span_create(apr_pool_t *p);
@@ -107,10 +121,11 @@ static inline void dd_span_add_meta_n(dd_span_t *s, const char *key, uint32_t kl
                                       const char *value, uint32_t vlen)
 {
     apr_array_header_t *a = s->meta;
-    if (value)
-        *(a->nelts < a->nalloc ? &((dd_meta_t *)a->elts)[a->nelts++]
-                               : (dd_meta_t *)apr_array_push(a)) =
-            (dd_meta_t){key, value, klen, vlen};
+    if (!value)
+        return;
+    *(a->nelts < a->nalloc ? &((dd_meta_t *)a->elts)[a->nelts++] : (dd_meta_t *)apr_array_push(a)) =
+        (dd_meta_t){key, value, klen, vlen};
+    s->meta_keys |= dd_key_bit(key, klen ? klen : strlen(key));
 }
 
 /* Appends a run's entries to the span's meta (or metrics) and records where they are, for the

@@ -767,6 +767,59 @@ static void test_endpoint(void)
     CHECK_STR(dd_span_get_meta(t->server, "http.endpoint"), "/mine");
 }
 
+/* A span's tags against a plain model, through every way of setting them (put with and
+ * without lengths, set, remove, runs, metrics) on a small set of keys, so that keys repeat
+ * and their dd_key_bit()s collide: a key is never there twice, and is found while it is. */
+static void test_tags_against_model(void)
+{
+    static const char *keys[] = {"a", "b", "env", "version", "http.url", "http.status_code",
+                                 "x.1", "x.2", "x.3", "_dd.p.dm", "zz", "span.kind"};
+    enum { K = sizeof(keys) / sizeof(keys[0]) };
+    uint64_t x = 0x2545F4914F6CDD1DULL;
+    int ok = 1;
+    for (int round = 0; round < 2000; round++) {
+        apr_pool_t *p;
+        const char *model[K] = {0};
+        int has_metric[K] = {0};
+        dd_span_t *s;
+        apr_pool_create(&p, pool);
+        s = dd_span_create(p);
+        for (int op = 0; op < 40; op++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            int k = (int)(x % K), what = (int)((x >> 8) % 6);
+            const char *v = apr_psprintf(p, "v%d", op);
+            dd_meta_t m = {keys[k], v, what == 0 ? (uint32_t)strlen(keys[k]) : 0, 0};
+            if (what <= 1) {
+                dd_span_put_meta(s, &m);
+                model[k] = v;
+            } else if (what == 2) {
+                dd_span_set_meta(s, keys[k], NULL);
+                model[k] = NULL;
+            } else if (what == 3 && !model[k]) { /* a run of one key the span has not got */
+                dd_span_add_run(s, dd_run_make(p, &m, 1));
+                model[k] = v;
+            } else if (what == 4) {
+                dd_span_set_metric_n(s, keys[k], (x >> 20) % 2 ? (uint32_t)strlen(keys[k]) : 0,
+                                     op);
+                has_metric[k] = 1;
+            }
+        }
+        for (int k = 0; k < K; k++) {
+            const char *got = dd_span_get_meta(s, keys[k]);
+            int n = 0, nm = 0;
+            double d;
+            for (int i = 0; i < s->meta->nelts; i++)
+                n += strcmp(((const dd_meta_t *)s->meta->elts)[i].key, keys[k]) == 0;
+            for (int i = 0; i < s->metrics->nelts; i++)
+                nm += strcmp(((const dd_metric_t *)s->metrics->elts)[i].key, keys[k]) == 0;
+            ok &= (model[k] ? got && strcmp(got, model[k]) == 0 && n == 1 : !got && n == 0);
+            ok &= nm == has_metric[k] && dd_span_get_metric(s, keys[k], &d) == has_metric[k];
+        }
+        apr_pool_destroy(p);
+    }
+    CHECK(ok);
+}
+
 /* _dd.p.ksr without printf: the same string as "%.6f" with the trailing zeros cut, for rates
  * on and near every rounding tie, random ones, and the edges. */
 static void test_knuth_rate(void)
@@ -833,6 +886,7 @@ int main(void)
     test_tag_precedence();
     test_many_tags_linear();
     test_knuth_rate();
+    test_tags_against_model();
     test_ipv6_urls();
     test_endpoint();
     apr_pool_destroy(pool);
