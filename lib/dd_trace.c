@@ -51,7 +51,7 @@ static const char *clean_n(apr_pool_t *p, const char *s, size_t cap, int *trunca
  * longer than cap, to be cut on a character boundary. lens (or NULL) gives the parts' lengths
  * where known, else UNKNOWN_LEN. */
 static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
-                        const char *const *parts, const size_t *lens)
+                        const char *const *parts, const size_t *lens, size_t *out_len)
 {
     size_t len[8], total = 0;
     char *out, *o;
@@ -63,12 +63,25 @@ static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
         o += len[i];
     }
     *o = '\0';
-    return total > cap ? dd_str_clean(p, out, total, cap, truncated) : out;
+    if (total > cap) {
+        out = (char *)dd_str_clean(p, out, total, cap, truncated);
+        total = strlen(out);
+    }
+    if (out_len)
+        *out_len = total;
+    return out;
+}
+
+/* The vlen (dd_meta_t) of a value of n bytes: n when it has no control characters, so the
+ * encoder copies it as it is, else 0. */
+static uint32_t vlen_of(const char *s, size_t n)
+{
+    return s && n > 0 && n <= UINT32_MAX && !dd_encode_has_control(s, n) ? (uint32_t)n : 0;
 }
 
 #define JOIN(p, cap, truncated, ...)                                                               \
     join((p), (cap), (truncated), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),    \
-         (const char *[]){__VA_ARGS__}, NULL)
+         (const char *[]){__VA_ARGS__}, NULL, NULL)
 
 static const char server_span_name[] = "httpd.request";
 
@@ -184,7 +197,8 @@ static void set_base_service(apr_pool_t *p, dd_span_t *s, const dd_trace_conf_t 
 
 /* scheme://host[:port]path[?query], from the parts' lengths where they are known. */
 static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *host,
-                              size_t host_len, const char *path, size_t path_len, int *truncated)
+                              size_t host_len, const char *path, size_t path_len, int *truncated,
+                              size_t *url_len)
 {
     char port[8], *d = port + sizeof(port) - 1;
     const char *q = req->query && *req->query ? "?" : "", *query = *q ? req->query : "";
@@ -205,15 +219,18 @@ static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const
                 (const char *[]){req->scheme, "://", bracketed, d, path, q, query},
                 (const size_t[]){UNKNOWN_LEN, 3, bracketed == host ? host_len : UNKNOWN_LEN,
                                  (size_t)(port + sizeof(port) - 1 - d), path_len, *q ? 1 : 0,
-                                 UNKNOWN_LEN});
+                                 UNKNOWN_LEN},
+                url_len);
 }
 
 static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
                                    const dd_trace_fixed_t *f, const dd_request_info_t *req,
-                                   const dd_gateway_t *gw, const char *user_agent, int *truncated)
+                                   const dd_gateway_t *gw, const char *user_agent, uint32_t ua_vlen,
+                                   int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
-    size_t method_len, path_len, host_len;
+    size_t method_len, path_len, host_len, url_len;
+    const char *url;
     const char *method = clean_n(p, req->method, DD_CAP_VALUE, truncated, &method_len);
     const char *path = clean_n(p, req->path, DD_CAP_PATH, truncated, &path_len);
     const char *host =
@@ -227,15 +244,17 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     /* Method and path are unknown only for a request httpd could not read (a 414 ...). */
     if (method && path)
         s->resource = join(p, DD_CAP_PATH, truncated, 3, (const char *[]){method, " ", path},
-                           (const size_t[]){method_len, 1, path_len});
+                           (const size_t[]){method_len, 1, path_len}, NULL);
     else
         s->resource = method ? method : path ? path : s->name;
     s->start = req->start_ns;
     /* A fresh span: its own tags are appended without a search (the keys are distinct). */
-    ADD(s, "http.method", method);
-    ADD(s, "http.url", server_url(p, req, host, host_len, path ? path : "", path_len, truncated));
+    url = server_url(p, req, host, host_len, path ? path : "", path_len, truncated, &url_len);
+    /* with their lengths when clean: the encoder copies them */
+    dd_span_add_meta_n(s, DD_LIT("http.method"), method, vlen_of(method, method_len));
+    dd_span_add_meta_n(s, DD_LIT("http.url"), url, vlen_of(url, url_len));
     if (user_agent)
-        ADD(s, "http.useragent", user_agent);
+        dd_span_add_meta_n(s, DD_LIT("http.useragent"), user_agent, ua_vlen);
     if (req->client_ip)
         ADD(s, "http.client_ip", req->client_ip);
     if (req->network_client_ip)
@@ -259,7 +278,8 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
 
 static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
                                      const dd_trace_fixed_t *f, const dd_request_info_t *req,
-                                     const dd_gateway_t *gw, const char *user_agent, int *truncated)
+                                     const dd_gateway_t *gw, const char *user_agent,
+                                     uint32_t ua_vlen, int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
     const char *route = gw->resource_path ? gw->resource_path : gw->path;
@@ -305,7 +325,7 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     if (gw->user && conf->user_tag)
         ADD(s, "aws_user", gw->user);
     if (user_agent)
-        ADD(s, "http.useragent", user_agent);
+        dd_span_add_meta_n(s, DD_LIT("http.useragent"), user_agent, ua_vlen);
     if (conf->version && (s->service == conf->service || strcmp(s->service, conf->service) == 0))
         ADD(s, "version", conf->version); /* the configured service's version */
     set_base_service(p, s, conf);
@@ -321,6 +341,8 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
     uint64_t high, low;
     const char *user_agent;
     int ua_cut = 0, cut;
+    size_t ua_len;
+    uint32_t ua_vlen;
 
     t->pool = p;
     t->priority = DD_PRIORITY_UNSET;
@@ -338,15 +360,16 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
 
     /* The user agent goes on both spans: cleaned once. A value cut to its cap marks the
      * span that shows it with _dd.proxy.truncated. */
-    user_agent = clean(p, req->user_agent, DD_CAP_VALUE, &ua_cut);
+    user_agent = clean_n(p, req->user_agent, DD_CAP_VALUE, &ua_cut, &ua_len);
+    ua_vlen = vlen_of(user_agent, ua_len);
     cut = ua_cut;
-    t->server = make_server_span(p, conf, f, req, gw, user_agent, &cut);
+    t->server = make_server_span(p, conf, f, req, gw, user_agent, ua_vlen, &cut);
     if (cut)
         dd_span_set_metric_n(t->server, DD_LIT("_dd.proxy.truncated"), 1);
     t->server->span_id = dd_random_id(1);
     if (gw) {
         cut = ua_cut || gw->truncated;
-        t->inferred = make_inferred_span(p, conf, f, req, gw, user_agent, &cut);
+        t->inferred = make_inferred_span(p, conf, f, req, gw, user_agent, ua_vlen, &cut);
         if (cut)
             dd_span_set_metric_n(t->inferred, DD_LIT("_dd.proxy.truncated"), 1);
         t->inferred->span_id = dd_random_id(1);
