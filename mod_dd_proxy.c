@@ -792,10 +792,14 @@ static dd_req_state_t *traced_state(request_rec *r)
  * more than all the rest of a static request's tracing (issue 12). */
 static int handler_passes_headers(const char *h)
 {
+    const char *slash;
     if (!h || strcmp(h, "default-handler") == 0)
         return 0;
-    if (!strchr(h, '/') || strchr(h, ':'))
+    slash = strpbrk(h, "/:");
+    if (!slash || *slash == ':' || strchr(slash, ':'))
         return 1; /* a module's handler: proxy-server, cgi-script, proxy:fcgi://... */
+    if (slash[1] != 'x') /* a media type: only these magic ones run code */
+        return 0;
     return strncmp(h, "application/x-httpd-", 20) == 0 ||
            strncmp(h, "text/x-server-parsed-html", 25) == 0 ||
            strcmp(h, "application/x-type-map") == 0;

@@ -568,8 +568,10 @@ void dd_trace_finish(dd_trace_t *t, int64_t end_mono_ns, int status, const char 
         g->error = s->error;
         for (int i = 0; i < s->meta->nelts; i++) {
             const char *k = m[i].key;
-            if ((k[0] == 'h' && strcmp(k, "http.status_code") == 0) ||
-                (k[0] == 'e' && (strcmp(k, "error.message") == 0 || strcmp(k, "error.type") == 0)))
+            uint32_t n = m[i].klen; /* a known length that is none of theirs: not one of them */
+            if ((k[0] == 'h' && (n == 0 || n == 16) && strcmp(k, "http.status_code") == 0) ||
+                (k[0] == 'e' && (n == 0 || n == 13 || n == 10) &&
+                 (strcmp(k, "error.message") == 0 || strcmp(k, "error.type") == 0)))
                 dd_span_put_meta(g, &m[i]);
         }
     }
