@@ -176,7 +176,9 @@ void dd_span_set_metric_n(dd_span_t *s, const char *key, uint32_t klen, double v
             return; /* the same key: its klen stays right */
         }
     }
-    dd_metric_t *n = apr_array_push(s->metrics);
+    apr_array_header_t *a = s->metrics;
+    dd_metric_t *n = a->nelts < a->nalloc ? &((dd_metric_t *)a->elts)[a->nelts++]
+                                          : (dd_metric_t *)apr_array_push(a);
     n->key = key;
     n->value = value;
     n->klen = klen;
