@@ -366,7 +366,7 @@ static void pack_span(buf_t *b, const dd_span_t *s)
     KEY(b, "service");
     pack_field(b, s->service, k->service, k->service_len);
     KEY(b, "resource");
-    pack_str(b, s->resource);
+    pack_field(b, s->resource, s->resource_clean, s->resource_len);
     KEY(b, "type");
     pack_field(b, s->type, k->type, k->type_len);
     KEY(b, "start");

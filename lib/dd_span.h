@@ -95,6 +95,8 @@ typedef struct dd_span {
         int at;
     } runs[DD_SPAN_RUNS];
     const dd_span_known_t *known;
+    const char *resource_clean; /* resource when measured clean, resource_len bytes long */
+    uint32_t resource_len;
     /* dd_key_bit() of every key meta (metrics) holds, and maybe of keys it held: a key whose
      * bit is not set is not there, with no search. Kept by the functions below, the only
      * ones that add tags. */

@@ -242,11 +242,15 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     dd_span_add_run(s, f->server_meta); /* component, span.kind, env, version, runtime ... */
     dd_span_add_run(s, f->server_metrics);
     /* Method and path are unknown only for a request httpd could not read (a 414 ...). */
-    if (method && path)
+    if (method && path) {
+        size_t n;
         s->resource = join(p, DD_CAP_PATH, truncated, 3, (const char *[]){method, " ", path},
-                           (const size_t[]){method_len, 1, path_len}, NULL);
-    else
+                           (const size_t[]){method_len, 1, path_len}, &n);
+        s->resource_clean = s->resource; /* measured: the encoder copies it */
+        s->resource_len = vlen_of(s->resource, n);
+    } else {
         s->resource = method ? method : path ? path : s->name;
+    }
     s->start = req->start_ns;
     /* A fresh span: its own tags are appended without a search (the keys are distinct). */
     url = server_url(p, req, host, host_len, path ? path : "", path_len, truncated, &url_len);
@@ -390,6 +394,7 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
         char *hex = apr_palloc(p, 17);
         dd_u64_to_hex16(high, hex);
         dd_span_add_meta_n(root, DD_LIT("_dd.p.tid"), hex, 16);
+        t->tid_hex = hex;
     }
     if (t->parent.tags) {
         const dd_meta_t *tag = (const dd_meta_t *)t->parent.tags->elts;
@@ -592,7 +597,10 @@ const char *dd_trace_id_string(apr_pool_t *p, const dd_trace_t *t)
     const dd_span_t *s = t->server;
     if (s->trace_id_high) {
         char *out = apr_palloc(p, 33);
-        dd_u64_to_hex16(s->trace_id_high, out);
+        if (t->tid_hex) /* the same 16 digits, written once */
+            memcpy(out, t->tid_hex, 16);
+        else
+            dd_u64_to_hex16(s->trace_id_high, out);
         dd_u64_to_hex16(s->trace_id, out + 16);
         return out;
     }

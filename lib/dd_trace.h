@@ -76,6 +76,7 @@ typedef struct {
     int64_t start_mono_ns;                 /* the server span's start on the monotonic clock */
     int priority;                          /* decided sampling priority */
     const dd_status_set_t *error_statuses; /* conf->error_statuses */
+    const char *tid_hex; /* _dd.p.tid's value (the high 64 bits in hex), or NULL */
 } dd_trace_t;
 
 /* Builds the spans. gw may be NULL (no inferred span); parent may be NULL (new trace). */

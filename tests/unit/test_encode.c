@@ -404,6 +404,14 @@ static void add_runs(apr_pool_t *p, dd_span_t *s)
             s->name = rnd_str(); /* no longer the one measured */
         s->known = k;
     }
+    if (rnd() % 2) { /* the resource measured (dd_span_t.resource_clean) */
+        dd_meta_t r = {s->resource, NULL, 0, 0};
+        dd_meta_measure(&r);
+        s->resource_clean = s->resource;
+        s->resource_len = r.klen;
+        if (rnd() % 4 == 0)
+            s->resource = rnd_str();
+    }
 }
 
 static void test_same_bytes_as_msgpack_packer(void)
