@@ -80,7 +80,7 @@ int dd_parse_u64_dec(const char *s, size_t len, uint64_t *out)
         unsigned d = (unsigned char)s[i] - '0';
         if (d > 9)
             return 0;
-        if (v > (UINT64_MAX - d) / 10)
+        if (i >= 19 && v > (UINT64_MAX - d) / 10) /* 19 digits never overflow */
             return 0;
         v = v * 10 + d;
     }
