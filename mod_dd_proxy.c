@@ -324,11 +324,20 @@ static apr_status_t child_cleanup(void *data)
     return APR_SUCCESS;
 }
 
+static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc);
+
 static void child_init(apr_pool_t *p, server_rec *s)
 {
     child.server = s;
     dd_runtime_id(child.runtime_id);
     child.pid = (long)getpid();
+    for (server_rec *v = s; v; v = v->next) { /* the spans' constant tags, encoded once */
+        dd_srv_conf_t *vc = dd_proxy_srv_conf(v);
+        dd_trace_conf_t tc;
+        resolve_trace_conf(vc, &tc);
+        dd_trace_conf_prepare(p, &tc);
+        vc->trace_fixed = tc.fixed;
+    }
     dd_srv_conf_t *c = dd_proxy_srv_conf(s);
     const char *url_str = c->agent_url ? c->agent_url : dd_proxy_env.agent_url;
     dd_agent_url_t url;
@@ -513,6 +522,7 @@ static void resolve_trace_conf(const dd_srv_conf_t *c, dd_trace_conf_t *tc)
     tc->endpoint = c->endpoint;
     tc->runtime_id = child.runtime_id[0] ? child.runtime_id : NULL;
     tc->pid = child.pid;
+    tc->fixed = c->trace_fixed;
 }
 
 /* What the tracer features take from the request as it arrived (before the gateway headers
@@ -877,10 +887,14 @@ static dd_req_state_t *traced_state(request_rec *r)
  * more than all the rest of a static request's tracing (issue 12). */
 static int handler_passes_headers(const char *h)
 {
+    const char *slash;
     if (!h || strcmp(h, "default-handler") == 0)
         return 0;
-    if (!strchr(h, '/') || strchr(h, ':'))
+    slash = strpbrk(h, "/:");
+    if (!slash || *slash == ':' || strchr(slash, ':'))
         return 1; /* a module's handler: proxy-server, cgi-script, proxy:fcgi://... */
+    if (slash[1] != 'x') /* a media type: only these magic ones run code */
+        return 0;
     return strncmp(h, "application/x-httpd-", 20) == 0 ||
            strncmp(h, "text/x-server-parsed-html", 25) == 0 ||
            strcmp(h, "application/x-type-map") == 0;

@@ -69,6 +69,8 @@ typedef struct {
     /* http.endpoint (issue 15): DDTraceResourceRenaming, ...AlwaysSimplified (UNSET, 0, 1),
      * and what applies (DD_ENDPOINT_*, post_config) */
     int resource_renaming, resource_renaming_always, endpoint;
+    /* The spans' constant tags, encoded once per child (child_init: dd_trace_conf_prepare) */
+    const struct dd_trace_fixed *trace_fixed;
     /* X-Ray (issue 17): DDXRay, DDXRaySegmentName, DDXRayDaemonAddress */
     dd_xray_srv_conf_t xray;
     /* Global only: W3C baggage and extraction (issue 15) */

@@ -201,6 +201,7 @@ static void world_init(world_t *w, apr_pool_t *global)
     w->conf.env = "prod";
     w->conf.version = "1.4.2";
     w->conf.trace_id_128 = 1;
+    dd_trace_conf_prepare(global, &w->conf); /* as child_init does */
     memset(&w->req, 0, sizeof(w->req));
     w->req.method = "GET";
     w->req.scheme = "http";

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <apr_strings.h>
 #include <msgpack/pack_define.h>
 #include <msgpack/timestamp.h> /* pack_template.h also defines a timestamp packer */
 
@@ -145,6 +146,50 @@ static inline void put_body(buf_t *b, const char *s, size_t n)
     b->len += n;
 }
 
+/* n < 32 bytes from s to d, with overlapping word moves (no call, no byte loop). */
+static inline void copy_short(unsigned char *d, const char *s, size_t n)
+{
+    if (n >= 16) {
+        uint64_t h0 = dd_load64(s), h1 = dd_load64(s + 8);
+        uint64_t t0 = dd_load64(s + n - 16), t1 = dd_load64(s + n - 8);
+        memcpy(d, &h0, 8);
+        memcpy(d + 8, &h1, 8);
+        memcpy(d + n - 16, &t0, 8);
+        memcpy(d + n - 8, &t1, 8);
+    } else if (n >= 8) {
+        uint64_t head = dd_load64(s), tail = dd_load64(s + n - 8);
+        memcpy(d, &head, 8);
+        memcpy(d + n - 8, &tail, 8);
+    } else if (n >= 4) {
+        uint32_t head, tail;
+        memcpy(&head, s, 4);
+        memcpy(&tail, s + n - 4, 4);
+        memcpy(d, &head, 4);
+        memcpy(d + n - 4, &tail, 4);
+    } else if (n > 0) {
+        d[0] = (unsigned char)s[0];
+        d[n / 2] = (unsigned char)s[n / 2];
+        d[n - 1] = (unsigned char)s[n - 1];
+    }
+}
+
+/* A string without control characters, of known length: header and body. Most keys and
+ * values are under 32 bytes, msgpack's fixstr (a one-byte header, as mp_str writes it): a
+ * store and copy_short(), inlined, with no call. */
+static inline __attribute__((always_inline)) void put_clean(buf_t *b, const char *s, size_t n)
+{
+    unsigned char *d;
+    if (n >= 32 || b->cap - b->len < 32) {
+        mp_str(b, n);
+        put_body(b, s, n);
+        return;
+    }
+    d = b->data + b->len;
+    d[0] = (unsigned char)(0xa0 | n);
+    copy_short(d + 1, s, n);
+    b->len += n + 1;
+}
+
 static void pack_escaped(buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -182,8 +227,7 @@ static void pack_str(buf_t *b, const char *s)
         pack_escaped(b, s, n);
         return;
     }
-    mp_str(b, n);
-    put_body(b, s, n);
+    put_clean(b, s, n);
 }
 
 /* A string whose length is known and which has no control characters (dd_meta_t's klen and
@@ -194,12 +238,11 @@ static inline void pack_known(buf_t *b, const char *s, uint32_t n)
         pack_str(b, s);
         return;
     }
-    mp_str(b, n);
-    put_body(b, s, n);
+    put_clean(b, s, n);
 }
 
 /* A key the encoder writes itself: a literal with no control characters. */
-#define KEY(b, lit) (mp_str((b), sizeof(lit) - 1), mp_str_body((b), (lit), sizeof(lit) - 1))
+#define KEY(b, lit) put_clean((b), (lit), sizeof(lit) - 1)
 
 /* span_links as the agent's span.proto has them (and dd-trace-py / dd-trace-cpp send them):
  * trace_id, trace_id_high, span_id, then attributes, tracestate and flags when known; flags
@@ -237,10 +280,78 @@ static void pack_links(buf_t *b, const apr_array_header_t *links)
     }
 }
 
+/* Entries [from, to) of a meta (or metrics) array, one by one. */
+static void pack_entries(buf_t *b, const void *items, int metrics, int from, int to)
+{
+    if (metrics) {
+        const dd_metric_t *m = (const dd_metric_t *)items;
+        for (int i = from; i < to; i++) {
+            pack_known(b, m[i].key, m[i].klen);
+            mp_double(b, m[i].value);
+        }
+    } else {
+        const dd_meta_t *m = (const dd_meta_t *)items;
+        for (int i = from; i < to; i++) {
+            pack_known(b, m[i].key, m[i].klen);
+            pack_known(b, m[i].value, m[i].vlen);
+        }
+    }
+}
+
+/* Whether a[at, at + r->n) are the run's entries, unchanged (field by field: dd_metric_t has
+ * padding that memcmp would see). */
+static int run_intact(const dd_run_t *r, const void *items, int nelts, int at)
+{
+    if (at < 0 || r->n > nelts - at)
+        return 0;
+    if (r->metrics) {
+        const dd_metric_t *a = (const dd_metric_t *)items + at, *x = r->items;
+        for (int i = 0; i < r->n; i++)
+            if (a[i].key != x[i].key || a[i].klen != x[i].klen ||
+                memcmp(&a[i].value, &x[i].value, sizeof(double)) != 0)
+                return 0;
+    } else {
+        const dd_meta_t *a = (const dd_meta_t *)items + at, *x = r->items;
+        for (int i = 0; i < r->n; i++)
+            if (a[i].key != x[i].key || a[i].value != x[i].value || a[i].klen != x[i].klen ||
+                a[i].vlen != x[i].vlen)
+                return 0;
+    }
+    return 1;
+}
+
+/* A span's meta (or metrics) map: its runs copied as they were encoded, where intact, and the
+ * other entries one by one. Runs are recorded in increasing position. */
+static void pack_map_of(buf_t *b, const dd_span_t *s, int metrics)
+{
+    const apr_array_header_t *a = metrics ? s->metrics : s->meta;
+    int i = 0;
+    mp_map(b, (size_t)a->nelts);
+    for (int k = 0; k < DD_SPAN_RUNS; k++) {
+        const dd_run_t *r = s->runs[k].run;
+        int at = s->runs[k].at;
+        if (!r || r->metrics != metrics || at < i || !run_intact(r, a->elts, a->nelts, at))
+            continue;
+        pack_entries(b, a->elts, metrics, i, at);
+        buf_put(b, r->bytes, r->len);
+        i = at + r->n;
+    }
+    pack_entries(b, a->elts, metrics, i, a->nelts);
+}
+
+/* A span's string field: copied as it is when it is the one known clean. */
+static inline void pack_field(buf_t *b, const char *v, const char *known, uint32_t len)
+{
+    if (v == known && len)
+        pack_known(b, v, len);
+    else
+        pack_str(b, v);
+}
+
 static void pack_span(buf_t *b, const dd_span_t *s)
 {
-    const dd_meta_t *meta = (const dd_meta_t *)s->meta->elts;
-    const dd_metric_t *metrics = (const dd_metric_t *)s->metrics->elts;
+    static const dd_span_known_t none = {0};
+    const dd_span_known_t *k = s->known ? s->known : &none;
     int has_links = s->links && s->links->nelts > 0;
 
     mp_map(b, 12 + has_links);
@@ -251,13 +362,13 @@ static void pack_span(buf_t *b, const dd_span_t *s)
     KEY(b, "parent_id");
     mp_uint64(b, s->parent_id);
     KEY(b, "name");
-    pack_str(b, s->name);
+    pack_field(b, s->name, k->name, k->name_len);
     KEY(b, "service");
-    pack_str(b, s->service);
+    pack_field(b, s->service, k->service, k->service_len);
     KEY(b, "resource");
-    pack_str(b, s->resource);
+    pack_field(b, s->resource, s->resource_clean, s->resource_len);
     KEY(b, "type");
-    pack_str(b, s->type);
+    pack_field(b, s->type, k->type, k->type_len);
     KEY(b, "start");
     mp_int64(b, s->start);
     KEY(b, "duration");
@@ -265,17 +376,9 @@ static void pack_span(buf_t *b, const dd_span_t *s)
     KEY(b, "error");
     mp_int32(b, s->error);
     KEY(b, "meta");
-    mp_map(b, (size_t)s->meta->nelts);
-    for (int i = 0; i < s->meta->nelts; i++) {
-        pack_known(b, meta[i].key, meta[i].klen);
-        pack_known(b, meta[i].value, meta[i].vlen);
-    }
+    pack_map_of(b, s, 0);
     KEY(b, "metrics");
-    mp_map(b, (size_t)s->metrics->nelts);
-    for (int i = 0; i < s->metrics->nelts; i++) {
-        pack_known(b, metrics[i].key, metrics[i].klen);
-        mp_double(b, metrics[i].value);
-    }
+    pack_map_of(b, s, 1);
     if (has_links) {
         KEY(b, "span_links");
         pack_links(b, s->links);
@@ -313,6 +416,19 @@ int dd_encode_chunk(dd_span_t *const *spans, size_t n, char **out, size_t *out_l
     *out = result;
     *out_len = b.len;
     return 0;
+}
+
+const unsigned char *dd_encode_entries(apr_pool_t *p, const void *items, int n, int metrics,
+                                       size_t *len)
+{
+    unsigned char stack[STACK_BYTES], *out;
+    buf_t b = {stack, 0, sizeof(stack), 0, 0};
+    pack_entries(&b, items, metrics, 0, n);
+    out = b.failed ? NULL : apr_pmemdup(p, b.data, b.len ? b.len : 1);
+    *len = out ? b.len : 0;
+    if (b.heap)
+        free(b.data);
+    return out;
 }
 
 size_t dd_encode_array_header(size_t n, unsigned char out[5])

@@ -20,6 +20,12 @@ int dd_encode_chunk(dd_span_t *const *spans, size_t n, char **out, size_t *out_l
  * vlen) and is then copied as it is. */
 int dd_encode_has_control(const char *s, size_t n);
 
+/* The msgpack key/value pairs of n meta entries (dd_meta_t), or of n metrics (dd_metric_t)
+ * when metrics is 1, as dd_encode_chunk writes them inside a span's map, in p (dd_run_t).
+ * NULL when out of memory. */
+const unsigned char *dd_encode_entries(apr_pool_t *p, const void *items, int n, int metrics,
+                                       size_t *len);
+
 /* Writes the msgpack array header for n elements into out (at most 5 bytes) and returns
  * its length. */
 size_t dd_encode_array_header(size_t n, unsigned char out[5]);

@@ -10,6 +10,7 @@
 #define DD_SPAN_H
 
 #include <stdint.h>
+#include <string.h>
 #include <apr_pools.h>
 #include <apr_tables.h>
 
@@ -43,6 +44,35 @@ typedef struct {
     const apr_array_header_t *attributes; /* dd_meta_t, or NULL */
 } dd_span_link_t;
 
+/* Tags encoded once (at configuration time, or once per child for its runtime id): the
+ * entries as a span's meta (dd_meta_t) or metrics (dd_metric_t) array holds them, and their
+ * msgpack key/value pairs, byte for byte what the encoder writes for those entries. A span
+ * that holds them at the position it recorded (dd_span_t.runs), every entry unchanged, gets
+ * the bytes copied as one block; otherwise (a tag replaced, removed, or moved since) the
+ * encoder writes its entries one by one. The encoder compares the entries, so nothing that
+ * changes a span's tags needs to know about runs. Items and bytes live as long as the run. */
+typedef struct {
+    const void *items; /* dd_meta_t[n] or dd_metric_t[n] */
+    int n;
+    int metrics; /* items are dd_metric_t */
+    const unsigned char *bytes;
+    size_t len;
+    uint64_t keys; /* dd_key_bit() of each key */
+} dd_run_t;
+
+/* Encodes n meta entries (or metrics) as a run in p. NULL when n == 0. */
+const dd_run_t *dd_run_make(apr_pool_t *p, const dd_meta_t *tags, int n);
+const dd_run_t *dd_run_make_metrics(apr_pool_t *p, const dd_metric_t *metrics, int n);
+
+/* name, service and type as the encoder may copy them: checked once, free of control
+ * characters, with their lengths. Used for a span whose field is the same pointer. */
+typedef struct {
+    const char *name, *service, *type;
+    uint32_t name_len, service_len, type_len;
+} dd_span_known_t;
+
+#define DD_SPAN_RUNS 3
+
 typedef struct dd_span {
     uint64_t trace_id;      /* low 64 bits: the wire's trace_id */
     uint64_t trace_id_high; /* high 64 bits, carried as meta _dd.p.tid on the chunk root */
@@ -58,9 +88,32 @@ typedef struct dd_span {
     apr_array_header_t *meta;        /* of dd_meta_t; keys unique */
     apr_array_header_t *metrics;     /* of dd_metric_t; keys unique */
     const apr_array_header_t *links; /* of dd_span_link_t, or NULL (encoded as span_links) */
+    /* For the encoder only (dd_run_t): runs of meta or metrics and where they start, and the
+     * strings known clean. Nothing else needs to read or keep them right. */
+    struct {
+        const dd_run_t *run;
+        int at;
+    } runs[DD_SPAN_RUNS];
+    const dd_span_known_t *known;
+    const char *resource_clean; /* resource when measured clean, resource_len bytes long */
+    uint32_t resource_len;
+    /* dd_key_bit() of every key meta (metrics) holds, and maybe of keys it held: a key whose
+     * bit is not set is not there, with no search. Kept by the functions below, the only
+     * ones that add tags. */
+    uint64_t meta_keys, metric_keys;
 } dd_span_t;
 
+/* One of 64 bits for a key of n bytes, from n and two of its bytes: two equal keys have the
+ * same bit (dd_span_t.meta_keys, tag sets). */
+static inline uint64_t dd_key_bit(const char *key, size_t n)
+{
+    unsigned char last = n ? (unsigned char)key[n - 1] : 0;
+    return 1ULL << ((n * 7 + (unsigned char)key[0] * 3 + last) & 63);
+}
+
+/* A fresh span: no tags, type dd_span_type_web ("web", one pointer for dd_span_known_t). */
 dd_span_t *dd_span_create(apr_pool_t *p);
+extern const char dd_span_type_web[];
 
 /* Appends a meta tag whose key the span does not have yet (a fresh span's own tags): no
  * search. A NULL value adds nothing. klen / vlen as in dd_meta_t:
@@ -70,11 +123,17 @@ static inline void dd_span_add_meta_n(dd_span_t *s, const char *key, uint32_t kl
                                       const char *value, uint32_t vlen)
 {
     apr_array_header_t *a = s->meta;
-    if (value)
-        *(a->nelts < a->nalloc ? &((dd_meta_t *)a->elts)[a->nelts++]
-                               : (dd_meta_t *)apr_array_push(a)) =
-            (dd_meta_t){key, value, klen, vlen};
+    if (!value)
+        return;
+    *(a->nelts < a->nalloc ? &((dd_meta_t *)a->elts)[a->nelts++] : (dd_meta_t *)apr_array_push(a)) =
+        (dd_meta_t){key, value, klen, vlen};
+    s->meta_keys |= dd_key_bit(key, klen ? klen : strlen(key));
 }
+
+/* Appends a run's entries to the span's meta (or metrics) and records where they are, for the
+ * encoder. As dd_span_add_meta_n: the span must not have any of the run's keys yet. At most
+ * DD_SPAN_RUNS runs are recorded; more are appended all the same (and encoded one by one). */
+void dd_span_add_run(dd_span_t *s, const dd_run_t *r);
 
 /* Sets (or replaces) a meta tag. A NULL value removes the tag. */
 void dd_span_set_meta(dd_span_t *s, const char *key, const char *value);

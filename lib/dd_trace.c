@@ -11,6 +11,7 @@
 #include "dd_endpoint.h"
 #include "dd_util.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <apr_lib.h>
@@ -28,39 +29,145 @@ static const char *clean(apr_pool_t *p, const char *s, size_t cap, int *truncate
     return s ? dd_str_clean(p, s, strlen(s), cap, truncated) : NULL;
 }
 
+/* clean(), and *len gets the result's length (0 for NULL). */
+static const char *clean_n(apr_pool_t *p, const char *s, size_t cap, int *truncated, size_t *len)
+{
+    const char *out;
+    if (!s) {
+        *len = 0;
+        return NULL;
+    }
+    *len = strlen(s);
+    out = dd_str_clean(p, s, *len, cap, truncated);
+    if (out != s)
+        *len = strlen(out);
+    return out;
+}
+
+#define UNKNOWN_LEN ((size_t)-1)
+
 /* Joins n clean strings (valid UTF-8, as everything here is once cleaned) into one pool
  * string. The result is valid UTF-8 too, so it only goes through dd_str_clean when it is
- * longer than cap, to be cut on a character boundary. */
+ * longer than cap, to be cut on a character boundary. lens (or NULL) gives the parts' lengths
+ * where known, else UNKNOWN_LEN. */
 static const char *join(apr_pool_t *p, size_t cap, int *truncated, size_t n,
-                        const char *const *parts)
+                        const char *const *parts, const size_t *lens, size_t *out_len)
 {
     size_t len[8], total = 0;
     char *out, *o;
     for (size_t i = 0; i < n; i++)
-        total += len[i] = strlen(parts[i]);
+        total += len[i] = lens && lens[i] != UNKNOWN_LEN ? lens[i] : strlen(parts[i]);
     o = out = apr_palloc(p, total + 1);
     for (size_t i = 0; i < n; i++) {
         memcpy(o, parts[i], len[i]);
         o += len[i];
     }
     *o = '\0';
-    return total > cap ? dd_str_clean(p, out, total, cap, truncated) : out;
+    if (total > cap) {
+        out = (char *)dd_str_clean(p, out, total, cap, truncated);
+        total = strlen(out);
+    }
+    if (out_len)
+        *out_len = total;
+    return out;
+}
+
+/* The vlen (dd_meta_t) of a value of n bytes: n when it has no control characters, so the
+ * encoder copies it as it is, else 0. */
+static uint32_t vlen_of(const char *s, size_t n)
+{
+    return s && n > 0 && n <= UINT32_MAX && !dd_encode_has_control(s, n) ? (uint32_t)n : 0;
 }
 
 #define JOIN(p, cap, truncated, ...)                                                               \
     join((p), (cap), (truncated), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),    \
-         (const char *[]){__VA_ARGS__})
+         (const char *[]){__VA_ARGS__}, NULL, NULL)
 
-/* env and version from DDEnv/DD_ENV, DDVersion/DD_VERSION: the module's own tags, which a
- * configured tag of the same name does not replace (dd_trace_apply_tags). Unified service
- * tagging, as Datadog's tracers do it: version belongs to the configured service, so a span of
- * another service (the gateway's) does not carry it. s->service must be set. */
-static void set_common_meta(dd_span_t *s, const dd_trace_conf_t *conf)
+static const char server_span_name[] = "httpd.request";
+
+/* What a configuration's spans start with, encoded once (dd_trace_conf_prepare), and what it
+ * was made from. */
+typedef struct dd_trace_fixed {
+    const char *service, *env, *version, *runtime_id;
+    long pid;
+    const dd_run_t *server_meta, *server_metrics, *inferred_meta, *inferred_metrics;
+    dd_span_known_t server_known, inferred_known;
+} dd_trace_fixed_t;
+
+/* The module's own tags that do not change from one request to the next. env and version
+ * from DDEnv/DD_ENV, DDVersion/DD_VERSION: a configured tag of the same name does not replace
+ * them (dd_trace_apply_tags). Unified service tagging, as Datadog's tracers do it: version
+ * belongs to the configured service, so the gateway's span, whose service is another (or may
+ * be), adds it per request (make_inferred_span). The runtime tags, as dd-trace-cpp
+ * (httpd-datadog) sends them: runtime-id, language (Datadog-Meta-Lang: c), process_id. */
+static const dd_trace_fixed_t *fixed_make(apr_pool_t *p, const dd_trace_conf_t *conf)
 {
-    if (conf->env)
-        ADD(s, "env", conf->env);
-    if (conf->version && (s->service == conf->service || strcmp(s->service, conf->service) == 0))
-        ADD(s, "version", conf->version);
+    dd_trace_fixed_t *f = apr_pcalloc(p, sizeof(*f));
+    dd_meta_t m[8], svc = {conf->service, NULL, 0, 0};
+    dd_metric_t x[2];
+    int n = 0, k = 0;
+
+    f->service = conf->service;
+    f->env = conf->env;
+    f->version = conf->version;
+    f->runtime_id = conf->runtime_id;
+    f->pid = conf->pid;
+
+    m[n++] = (dd_meta_t){"component", "httpd", 9, 5};
+    m[n++] = (dd_meta_t){"span.kind", "server", 9, 6};
+    m[n] = (dd_meta_t){"env", conf->env, 3, 0};
+    n += conf->env != NULL;
+    m[n] = (dd_meta_t){"version", conf->version, 7, 0};
+    n += conf->version != NULL;
+    if (conf->runtime_id) {
+        m[n++] = (dd_meta_t){"runtime-id", conf->runtime_id, 10, 36};
+        m[n++] = (dd_meta_t){"language", "c", 8, 1};
+    }
+    for (int i = 0; i < n; i++)
+        if (!m[i].vlen)
+            dd_meta_measure(&m[i]);
+    f->server_meta = dd_run_make(p, m, n);
+    /* The gateway's span: all but component (the gateway's kind) and version. */
+    k = 0;
+    for (int i = 1; i < n; i++)
+        if (strcmp(m[i].key, "version") != 0)
+            m[k++] = m[i];
+    f->inferred_meta = dd_run_make(p, m, k);
+
+    n = 0;
+    x[n] = (dd_metric_t){"process_id", (double)conf->pid, 10};
+    n += conf->pid > 0;
+    f->server_metrics = dd_run_make_metrics(p, x, n);
+    x[0] = (dd_metric_t){"_dd.inferred_span", 1, 17};
+    x[1] = (dd_metric_t){"process_id", (double)conf->pid, 10};
+    f->inferred_metrics = dd_run_make_metrics(p, x, 1 + (conf->pid > 0));
+
+    dd_meta_measure(&svc);
+    f->server_known = (dd_span_known_t){.name = server_span_name,
+                                        .service = conf->service,
+                                        .type = dd_span_type_web,
+                                        .name_len = sizeof(server_span_name) - 1,
+                                        .service_len = svc.klen,
+                                        .type_len = 3};
+    f->inferred_known = f->server_known; /* its name is the gateway's */
+    f->inferred_known.name = NULL;
+    f->inferred_known.name_len = 0;
+    return f;
+}
+
+void dd_trace_conf_prepare(apr_pool_t *p, dd_trace_conf_t *conf)
+{
+    conf->fixed = fixed_make(p, conf);
+}
+
+/* conf->fixed when it is conf's, else made now for this trace. */
+static const dd_trace_fixed_t *fixed_of(apr_pool_t *p, const dd_trace_conf_t *conf)
+{
+    const dd_trace_fixed_t *f = conf->fixed;
+    if (f && f->service == conf->service && f->env == conf->env && f->version == conf->version &&
+        f->runtime_id == conf->runtime_id && f->pid == conf->pid)
+        return f;
+    return fixed_make(p, conf);
 }
 
 /* A host for a URL (RFC 3986): an IPv6 address gets its brackets ("::1" -> "[::1]"); a name,
@@ -88,57 +195,76 @@ static void set_base_service(apr_pool_t *p, dd_span_t *s, const dd_trace_conf_t 
     dd_span_add_meta_n(s, DD_LIT("_dd.base_service"), lower, 0);
 }
 
+/* scheme://host[:port]path[?query], from the parts' lengths where they are known. */
 static const char *server_url(apr_pool_t *p, const dd_request_info_t *req, const char *host,
-                              const char *path, int *truncated)
+                              size_t host_len, const char *path, size_t path_len, int *truncated,
+                              size_t *url_len)
 {
-    char port[8], *d = port + sizeof(port);
+    char port[8], *d = port + sizeof(port) - 1;
     const char *q = req->query && *req->query ? "?" : "", *query = *q ? req->query : "";
     unsigned v = req->port;
     int default_port = req->port == 0 || (strcmp(req->scheme, "https") == 0 && req->port == 443) ||
                        (strcmp(req->scheme, "http") == 0 && req->port == 80);
-    host = url_host(p, host);
-    if (default_port)
-        return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, path, q, query);
-    *--d = '\0'; /* ":<port>" without printf: a port is at most 5 digits */
-    do {
-        *--d = (char)('0' + v % 10);
-        v /= 10;
-    } while (v && d > port + 1);
-    *--d = ':';
-    return JOIN(p, DD_CAP_PATH, truncated, req->scheme, "://", host, d, path, q, query);
+    const char *bracketed = url_host(p, host);
+
+    *d = '\0';
+    if (!default_port) { /* ":<port>" without printf: a port is at most 5 digits */
+        do {
+            *--d = (char)('0' + v % 10);
+            v /= 10;
+        } while (v && d > port + 1);
+        *--d = ':';
+    }
+    return join(p, DD_CAP_PATH, truncated, 7,
+                (const char *[]){req->scheme, "://", bracketed, d, path, q, query},
+                (const size_t[]){UNKNOWN_LEN, 3, bracketed == host ? host_len : UNKNOWN_LEN,
+                                 (size_t)(port + sizeof(port) - 1 - d), path_len, *q ? 1 : 0,
+                                 UNKNOWN_LEN},
+                url_len);
 }
 
 static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
-                                   const dd_request_info_t *req, const dd_gateway_t *gw,
-                                   const char *user_agent, int *truncated)
+                                   const dd_trace_fixed_t *f, const dd_request_info_t *req,
+                                   const dd_gateway_t *gw, const char *user_agent, uint32_t ua_vlen,
+                                   int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
-    const char *method = clean(p, req->method, DD_CAP_VALUE, truncated);
-    const char *path = clean(p, req->path, DD_CAP_PATH, truncated);
-    const char *host = clean(p, req->host ? req->host : "localhost", DD_CAP_VALUE, truncated);
+    size_t method_len, path_len, host_len, url_len;
+    const char *url;
+    const char *method = clean_n(p, req->method, DD_CAP_VALUE, truncated, &method_len);
+    const char *path = clean_n(p, req->path, DD_CAP_PATH, truncated, &path_len);
+    const char *host =
+        clean_n(p, req->host ? req->host : "localhost", DD_CAP_VALUE, truncated, &host_len);
 
-    s->name = "httpd.request";
+    s->name = server_span_name;
     s->service = conf->service;
+    s->known = &f->server_known;
+    dd_span_add_run(s, f->server_meta); /* component, span.kind, env, version, runtime ... */
+    dd_span_add_run(s, f->server_metrics);
     /* Method and path are unknown only for a request httpd could not read (a 414 ...). */
-    if (method && path)
-        s->resource = JOIN(p, DD_CAP_PATH, truncated, method, " ", path);
-    else
+    if (method && path) {
+        size_t n;
+        s->resource = join(p, DD_CAP_PATH, truncated, 3, (const char *[]){method, " ", path},
+                           (const size_t[]){method_len, 1, path_len}, &n);
+        s->resource_clean = s->resource; /* measured: the encoder copies it */
+        s->resource_len = vlen_of(s->resource, n);
+    } else {
         s->resource = method ? method : path ? path : s->name;
+    }
     s->start = req->start_ns;
     /* A fresh span: its own tags are appended without a search (the keys are distinct). */
-    ADD_LIT(s, "component", "httpd");
-    ADD_LIT(s, "span.kind", "server");
-    ADD(s, "http.method", method);
-    ADD(s, "http.url", server_url(p, req, host, path ? path : "", truncated));
+    url = server_url(p, req, host, host_len, path ? path : "", path_len, truncated, &url_len);
+    /* with their lengths when clean: the encoder copies them */
+    dd_span_add_meta_n(s, DD_LIT("http.method"), method, vlen_of(method, method_len));
+    dd_span_add_meta_n(s, DD_LIT("http.url"), url, vlen_of(url, url_len));
     if (user_agent)
-        ADD(s, "http.useragent", user_agent);
+        dd_span_add_meta_n(s, DD_LIT("http.useragent"), user_agent, ua_vlen);
     if (req->client_ip)
         ADD(s, "http.client_ip", req->client_ip);
     if (req->network_client_ip)
         ADD(s, "network.client.ip", req->network_client_ip);
     if (gw && gw->resource_path)
         ADD(s, "http.route", gw->resource_path);
-    set_common_meta(s, conf);
     if (req->tags) { /* header tags: the glue cleaned them, and they replace a tag they name */
         const dd_meta_t *m = (const dd_meta_t *)req->tags->elts;
         for (int i = 0; i < req->tags->nelts; i++)
@@ -155,14 +281,18 @@ static dd_span_t *make_server_span(apr_pool_t *p, const dd_trace_conf_t *conf,
 }
 
 static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
-                                     const dd_request_info_t *req, const dd_gateway_t *gw,
-                                     const char *user_agent, int *truncated)
+                                     const dd_trace_fixed_t *f, const dd_request_info_t *req,
+                                     const dd_gateway_t *gw, const char *user_agent,
+                                     uint32_t ua_vlen, int *truncated)
 {
     dd_span_t *s = dd_span_create(p);
     const char *route = gw->resource_path ? gw->resource_path : gw->path;
 
     s->name = dd_gateway_span_name(gw->kind);
     s->service = gw->domain ? gw->domain : conf->service;
+    s->known = &f->inferred_known;
+    dd_span_add_run(s, f->inferred_meta); /* span.kind, env, runtime-id, language */
+    dd_span_add_run(s, f->inferred_metrics);
     if (gw->method && route)
         s->resource = JOIN(p, DD_CAP_PATH, truncated, gw->method, " ", route);
     else
@@ -174,7 +304,6 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
         s->start = req->start_ns; /* the gateway's clock is ahead: never a negative gap */
 
     ADD(s, "component", dd_gateway_component(gw->kind));
-    ADD_LIT(s, "span.kind", "server");
     if (gw->method)
         ADD(s, "http.method", gw->method);
     if (gw->domain)
@@ -200,10 +329,10 @@ static dd_span_t *make_inferred_span(apr_pool_t *p, const dd_trace_conf_t *conf,
     if (gw->user && conf->user_tag)
         ADD(s, "aws_user", gw->user);
     if (user_agent)
-        ADD(s, "http.useragent", user_agent);
-    set_common_meta(s, conf);
+        dd_span_add_meta_n(s, DD_LIT("http.useragent"), user_agent, ua_vlen);
+    if (conf->version && (s->service == conf->service || strcmp(s->service, conf->service) == 0))
+        ADD(s, "version", conf->version); /* the configured service's version */
     set_base_service(p, s, conf);
-    dd_span_set_metric_n(s, DD_LIT("_dd.inferred_span"), 1);
     return s;
 }
 
@@ -211,10 +340,13 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
                            const dd_gateway_t *gw, const dd_context_t *parent)
 {
     dd_trace_t *t = apr_pcalloc(p, sizeof(*t));
+    const dd_trace_fixed_t *f = fixed_of(p, conf);
     dd_span_t *root;
     uint64_t high, low;
     const char *user_agent;
     int ua_cut = 0, cut;
+    size_t ua_len;
+    uint32_t ua_vlen;
 
     t->pool = p;
     t->priority = DD_PRIORITY_UNSET;
@@ -232,15 +364,16 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
 
     /* The user agent goes on both spans: cleaned once. A value cut to its cap marks the
      * span that shows it with _dd.proxy.truncated. */
-    user_agent = clean(p, req->user_agent, DD_CAP_VALUE, &ua_cut);
+    user_agent = clean_n(p, req->user_agent, DD_CAP_VALUE, &ua_cut, &ua_len);
+    ua_vlen = vlen_of(user_agent, ua_len);
     cut = ua_cut;
-    t->server = make_server_span(p, conf, req, gw, user_agent, &cut);
+    t->server = make_server_span(p, conf, f, req, gw, user_agent, ua_vlen, &cut);
     if (cut)
         dd_span_set_metric_n(t->server, DD_LIT("_dd.proxy.truncated"), 1);
     t->server->span_id = dd_random_id(1);
     if (gw) {
         cut = ua_cut || gw->truncated;
-        t->inferred = make_inferred_span(p, conf, req, gw, user_agent, &cut);
+        t->inferred = make_inferred_span(p, conf, f, req, gw, user_agent, ua_vlen, &cut);
         if (cut)
             dd_span_set_metric_n(t->inferred, DD_LIT("_dd.proxy.truncated"), 1);
         t->inferred->span_id = dd_random_id(1);
@@ -256,17 +389,12 @@ dd_trace_t *dd_trace_start(apr_pool_t *p, const dd_trace_conf_t *conf, const dd_
         s->trace_id_high = high;
         if (t->parent.origin)
             SET(s, "_dd.origin", t->parent.origin, 0);
-        if (conf->runtime_id) {
-            dd_span_add_meta_n(s, DD_LIT("runtime-id"), conf->runtime_id, 36);
-            dd_span_add_meta_n(s, DD_LIT("language"), DD_LIT("c")); /* Datadog-Meta-Lang: c */
-        }
-        if (conf->pid > 0)
-            dd_span_set_metric_n(s, DD_LIT("process_id"), (double)conf->pid);
     }
     if (high) {
         char *hex = apr_palloc(p, 17);
         dd_u64_to_hex16(high, hex);
         dd_span_add_meta_n(root, DD_LIT("_dd.p.tid"), hex, 16);
+        t->tid_hex = hex;
     }
     if (t->parent.tags) {
         const dd_meta_t *tag = (const dd_meta_t *)t->parent.tags->elts;
@@ -305,15 +433,44 @@ dd_span_t *dd_trace_root(const dd_trace_t *t)
     return t->inferred ? t->inferred : t->server;
 }
 
-static const char *knuth_rate(apr_pool_t *p, double rate)
+const char *dd_knuth_rate(apr_pool_t *p, double rate, uint32_t *len)
 {
-    char *out = apr_psprintf(p, "%.6f", rate < 0 ? 0 : rate > 1 ? 1 : rate);
-    size_t n = strlen(out);
-    while (n > 1 && out[n - 1] == '0')
-        n--;
-    if (out[n - 1] == '.')
-        n--;
+    double r = rate < 0 ? 0 : rate > 1 ? 1 : rate, y = r == r ? r * 1e6 : 0.5, frac;
+    uint32_t k = (uint32_t)y, n = 0;
+    char *out = apr_palloc(p, 16);
+
+    /* "%.6f" rounds the exact binary value; y's error is far below 1e-6, so the rounding
+     * decision is the same unless y is that close to a tie: then (and for a NaN) printf
+     * decides. */
+    frac = y - (double)k;
+    if (frac > 0.5 - 1e-6 && frac < 0.5 + 1e-6) {
+        n = (uint32_t)snprintf(out, 16, "%.6f", r);
+        while (n > 1 && out[n - 1] == '0')
+            n--;
+        if (out[n - 1] == '.')
+            n--;
+    } else {
+        k += frac > 0.5;
+        if (k >= 1000000) {
+            out[n++] = '1';
+        } else {
+            out[n++] = '0';
+            if (k) {
+                int digits = 6;
+                while (k % 10 == 0) { /* no trailing zeros */
+                    k /= 10;
+                    digits--;
+                }
+                out[n++] = '.';
+                for (int i = digits - 1; i >= 0; i--, k /= 10)
+                    out[n + (uint32_t)i] = (char)('0' + k % 10);
+                n += (uint32_t)digits;
+            }
+        }
+    }
     out[n] = '\0';
+    if (len)
+        *len = n;
     return out;
 }
 
@@ -323,6 +480,7 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     dd_span_t *root = dd_trace_root(t);
     dd_sample_input_t in;
     dd_decision_t d;
+    uint32_t ksr_len;
 
     if (t->parent.priority != DD_PRIORITY_UNSET) {
         t->priority = t->parent.priority; /* decided upstream: honoured as is */
@@ -349,8 +507,10 @@ void dd_trace_sample(dd_trace_t *t, const dd_trace_conf_t *conf, dd_limiter_t *l
     /* _dd.p.ksr: the rate a rule or the agent's rates applied, propagated with the trace (keep
      * or drop) so that downstream and the backend know the probability (dd-trace-js
      * formatKnuthRate: at most 6 decimals, no trailing zeros). */
-    if (DD_MECH_IS_RULE(d.mechanism) || d.mechanism == DD_MECH_AGENT)
-        SET(root, "_dd.p.ksr", knuth_rate(t->pool, d.rate), 0);
+    if (DD_MECH_IS_RULE(d.mechanism) || d.mechanism == DD_MECH_AGENT) {
+        const char *ksr = dd_knuth_rate(t->pool, d.rate, &ksr_len);
+        SET(root, "_dd.p.ksr", ksr, ksr_len);
+    }
     /* The decision maker is propagated only with a keep, as Datadog tracers do. */
     if (d.priority > 0)
         SET(root, "_dd.p.dm",
@@ -386,12 +546,23 @@ void dd_trace_finish(dd_trace_t *t, int64_t end_mono_ns, int status, const char 
                      const char *error_notes)
 {
     dd_span_t *s = t->server;
-    const char *code = apr_itoa(t->pool, status);
+    char *code;
+    uint32_t code_len = 0;
     int64_t end_ns;
 
+    if (status >= 100 && status <= 999) { /* three digits: no printf, and a known length */
+        code = apr_palloc(t->pool, 4);
+        code[0] = (char)('0' + status / 100);
+        code[1] = (char)('0' + status / 10 % 10);
+        code[2] = (char)('0' + status % 10);
+        code[3] = '\0';
+        code_len = 3;
+    } else {
+        code = apr_itoa(t->pool, status);
+    }
     s->duration = end_mono_ns > t->start_mono_ns ? end_mono_ns - t->start_mono_ns : 0;
     end_ns = s->start + s->duration; /* on the epoch, as the gateway's start is */
-    SET(s, "http.status_code", code, 0);
+    SET(s, "http.status_code", code, code_len);
     if (t->error_statuses ? dd_status_set_has(t->error_statuses, status)
                           : status >= 500 && status <= 599) {
         const char *msg = error_notes && *error_notes ? error_notes : status_line;
@@ -408,8 +579,10 @@ void dd_trace_finish(dd_trace_t *t, int64_t end_mono_ns, int status, const char 
         g->error = s->error;
         for (int i = 0; i < s->meta->nelts; i++) {
             const char *k = m[i].key;
-            if ((k[0] == 'h' && strcmp(k, "http.status_code") == 0) ||
-                (k[0] == 'e' && (strcmp(k, "error.message") == 0 || strcmp(k, "error.type") == 0)))
+            uint32_t n = m[i].klen; /* a known length that is none of theirs: not one of them */
+            if ((k[0] == 'h' && (n == 0 || n == 16) && strcmp(k, "http.status_code") == 0) ||
+                (k[0] == 'e' && (n == 0 || n == 13 || n == 10) &&
+                 (strcmp(k, "error.message") == 0 || strcmp(k, "error.type") == 0)))
                 dd_span_put_meta(g, &m[i]);
         }
     }
@@ -430,7 +603,10 @@ const char *dd_trace_id_string(apr_pool_t *p, const dd_trace_t *t)
     const dd_span_t *s = t->server;
     if (s->trace_id_high) {
         char *out = apr_palloc(p, 33);
-        dd_u64_to_hex16(s->trace_id_high, out);
+        if (t->tid_hex) /* the same 16 digits, written once */
+            memcpy(out, t->tid_hex, 16);
+        else
+            dd_u64_to_hex16(s->trace_id_high, out);
         dd_u64_to_hex16(s->trace_id, out + 16);
         return out;
     }

@@ -36,7 +36,16 @@ typedef struct {
      * meta runtime-id and language, metric process_id. NULL / 0: not sent. */
     const char *runtime_id; /* dd_runtime_id() of this child process */
     long pid;
+    /* The tags above that every span starts with, encoded once (dd_trace_conf_prepare), or
+     * NULL: each trace then encodes them itself. */
+    const struct dd_trace_fixed *fixed;
 } dd_trace_conf_t;
+
+/* Encodes what every span of conf starts with (component, span.kind, env, version,
+ * runtime-id, language, process_id; name, service and type) once, in p, into conf->fixed.
+ * Call it once conf is filled (a child's runtime id and pid included); a conf whose service,
+ * env, version, runtime id or pid changed since is noticed, and its traces encode their own. */
+void dd_trace_conf_prepare(apr_pool_t *p, dd_trace_conf_t *conf);
 
 /* A runtime id for this process: a random UUID (version 4), 36 characters and a NUL. */
 void dd_runtime_id(char out[37]);
@@ -67,6 +76,7 @@ typedef struct {
     int64_t start_mono_ns;                 /* the server span's start on the monotonic clock */
     int priority;                          /* decided sampling priority */
     const dd_status_set_t *error_statuses; /* conf->error_statuses */
+    const char *tid_hex; /* _dd.p.tid's value (the high 64 bits in hex), or NULL */
 } dd_trace_t;
 
 /* Builds the spans. gw may be NULL (no inferred span); parent may be NULL (new trace). */
@@ -106,6 +116,11 @@ int dd_trace_encode(const dd_trace_t *t, char **out, size_t *out_len);
 
 /* The local root: the inferred span when there is one, else the server span. */
 dd_span_t *dd_trace_root(const dd_trace_t *t);
+
+/* _dd.p.ksr's value for a rate, as dd-trace-js's formatKnuthRate writes it: "%.6f" without
+ * trailing zeros (and without a trailing '.'), rate clamped to [0, 1]; *len (may be NULL) gets
+ * its length. Exposed for tests. */
+const char *dd_knuth_rate(apr_pool_t *p, double rate, uint32_t *len);
 
 /* Log correlation (CONTRACT §3.3): 32 lowercase hex for a 128-bit trace id, decimal for a
  * 64-bit one; the server span's id in decimal. */

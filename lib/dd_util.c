@@ -80,7 +80,7 @@ int dd_parse_u64_dec(const char *s, size_t len, uint64_t *out)
         unsigned d = (unsigned char)s[i] - '0';
         if (d > 9)
             return 0;
-        if (v > (UINT64_MAX - d) / 10)
+        if (i >= 19 && v > (UINT64_MAX - d) / 10) /* 19 digits never overflow */
             return 0;
         v = v * 10 + d;
     }
@@ -120,25 +120,55 @@ static const char dec_pairs[201] = "00010203040506070809101112131415161718192021
                                    "50515253545556575859606162636465666768697071727374"
                                    "75767778798081828384858687888990919293949596979899";
 
-char *dd_u64_to_dec(apr_pool_t *p, uint64_t v)
+/* Writes v (32 bits) as decimal digits ending at end, two at a time; returns the first. */
+static char *u32_dec(char *end, uint32_t v)
 {
-    char tmp[20], *out;
-    size_t i = sizeof(tmp);
     while (v >= 100) {
-        unsigned d = (unsigned)(v % 100) * 2;
+        uint32_t r = (v % 100) * 2;
         v /= 100;
-        tmp[--i] = dec_pairs[d + 1];
-        tmp[--i] = dec_pairs[d];
+        *--end = dec_pairs[r + 1];
+        *--end = dec_pairs[r];
     }
     if (v >= 10) {
-        tmp[--i] = dec_pairs[v * 2 + 1];
-        tmp[--i] = dec_pairs[v * 2];
+        *--end = dec_pairs[v * 2 + 1];
+        *--end = dec_pairs[v * 2];
     } else {
-        tmp[--i] = (char)('0' + v);
+        *--end = (char)('0' + v);
     }
-    out = apr_palloc(p, sizeof(tmp) - i + 1);
-    memcpy(out, tmp + i, sizeof(tmp) - i);
-    out[sizeof(tmp) - i] = '\0';
+    return end;
+}
+
+/* The same for v < 10^8, as exactly 8 digits (leading zeros). */
+static char *u32_dec8(char *end, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        uint32_t r = (v % 100) * 2;
+        v /= 100;
+        *--end = dec_pairs[r + 1];
+        *--end = dec_pairs[r];
+    }
+    return end;
+}
+
+char *dd_u64_to_dec(apr_pool_t *p, uint64_t v)
+{
+    char tmp[20], *end = tmp + sizeof(tmp), *d, *out;
+    /* 64-bit divisions only to cut v into pieces of 8 digits: 32-bit arithmetic for those */
+    if (v < 100000000) {
+        d = u32_dec(end, (uint32_t)v);
+    } else {
+        uint64_t hi = v / 100000000;
+        d = u32_dec8(end, (uint32_t)(v % 100000000));
+        if (hi < 100000000) {
+            d = u32_dec(d, (uint32_t)hi);
+        } else {
+            d = u32_dec8(d, (uint32_t)(hi % 100000000));
+            d = u32_dec(d, (uint32_t)(hi / 100000000));
+        }
+    }
+    out = apr_palloc(p, (size_t)(end - d) + 1);
+    memcpy(out, d, (size_t)(end - d));
+    out[end - d] = '\0';
     return out;
 }
 

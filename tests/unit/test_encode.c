@@ -324,6 +324,96 @@ static const char *rnd_str(void)
     return s;
 }
 
+/* The msgpack_packer bytes of n entries of a meta (or metrics) array. */
+static void ref_entries(msgpack_sbuffer *sb, const void *items, int n, int metrics)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    for (int i = 0; i < n; i++) {
+        if (metrics) {
+            ref_str(&pk, ((const dd_metric_t *)items)[i].key);
+            msgpack_pack_double(&pk, ((const dd_metric_t *)items)[i].value);
+        } else {
+            ref_str(&pk, ((const dd_meta_t *)items)[i].key);
+            ref_str(&pk, ((const dd_meta_t *)items)[i].value);
+        }
+    }
+}
+
+static int runs_checked, runs_same;
+
+/* A run is checked on its own against msgpack_packer, then goes into the span. */
+static const dd_run_t *checked(const dd_run_t *r)
+{
+    msgpack_sbuffer sb;
+    if (!r)
+        return NULL;
+    msgpack_sbuffer_init(&sb);
+    ref_entries(&sb, r->items, r->n, r->metrics);
+    runs_checked++;
+    runs_same += sb.size == r->len && memcmp(sb.data, r->bytes, r->len) == 0;
+    msgpack_sbuffer_destroy(&sb);
+    return r;
+}
+
+/* Random runs of meta and metrics (dd_run_t, the tags a configuration encodes once) among the
+ * span's own tags, some of them changed afterwards (a tag replaced, removed, or written over
+ * in the array): the encoder must copy the intact ones and write the others one by one, the
+ * same bytes either way. Keys are fresh strings, so they are unique in the span. And name,
+ * service and type known clean (dd_span_known_t), some of them no longer the span's. */
+static void add_runs(apr_pool_t *p, dd_span_t *s)
+{
+    for (int k = (int)(rnd() % 4); k > 0; k--) {
+        int n = 1 + (int)(rnd() % 8), metrics = rnd() % 3 == 0;
+        dd_meta_t m[8];
+        dd_metric_t x[8];
+        for (int i = 0; i < n; i++) {
+            m[i] = (dd_meta_t){apr_psprintf(p, "run.%d.%s", k, rnd_str()), rnd_str(), 0, 0};
+            if (rnd() % 2)
+                dd_meta_measure(&m[i]);
+            x[i] = (dd_metric_t){m[i].key, (double)(int64_t)rnd() / (double)(rnd() | 1), m[i].klen};
+        }
+        dd_span_add_run(s, checked(metrics ? dd_run_make_metrics(p, x, n) : dd_run_make(p, m, n)));
+        if (rnd() % 3 == 0) /* an own tag after it */
+            dd_span_add_meta_n(s, apr_psprintf(p, "after.%d", k), 0, rnd_str(), 0);
+        switch (rnd() % 8) {
+        case 0: /* a tag of the run replaced */
+            dd_span_set_meta(s, m[rnd() % (unsigned)n].key, rnd_str());
+            break;
+        case 1: /* one removed: the rest moves */
+            dd_span_set_meta(s, m[rnd() % (unsigned)n].key, NULL);
+            break;
+        case 2: /* a metric of the run given another value */
+            dd_span_set_metric(s, x[rnd() % (unsigned)n].key, 0.5);
+            break;
+        case 3: /* written over in the array itself */
+            if (s->meta->nelts > 0)
+                ((dd_meta_t *)s->meta->elts)[rnd() % (unsigned)s->meta->nelts].vlen = 0;
+            break;
+        default:
+            break;
+        }
+    }
+    if (rnd() % 2) {
+        dd_span_known_t *k = apr_pcalloc(p, sizeof(*k));
+        dd_meta_t m = {s->name, s->service, 0, 0}, t = {s->type, NULL, 0, 0};
+        dd_meta_measure(&m);
+        dd_meta_measure(&t);
+        *k = (dd_span_known_t){s->name, s->service, s->type, m.klen, m.vlen, t.klen};
+        if (rnd() % 4 == 0)
+            s->name = rnd_str(); /* no longer the one measured */
+        s->known = k;
+    }
+    if (rnd() % 2) { /* the resource measured (dd_span_t.resource_clean) */
+        dd_meta_t r = {s->resource, NULL, 0, 0};
+        dd_meta_measure(&r);
+        s->resource_clean = s->resource;
+        s->resource_len = r.klen;
+        if (rnd() % 4 == 0)
+            s->resource = rnd_str();
+    }
+}
+
 static void test_same_bytes_as_msgpack_packer(void)
 {
     int same = 0, runs = 3000;
@@ -355,6 +445,7 @@ static void test_same_bytes_as_msgpack_packer(void)
             }
             for (int m = (int)(rnd() % 6); m > 0; m--)
                 dd_span_set_metric(s, rnd_str(), (double)(int64_t)rnd() / (double)(rnd() | 1));
+            add_runs(p, s);
             spans[i] = s;
         }
         msgpack_sbuffer sb;
@@ -377,6 +468,37 @@ static void test_same_bytes_as_msgpack_packer(void)
         apr_pool_destroy(p);
     }
     CHECK(same == runs);
+    CHECK(runs_checked > runs && runs_same == runs_checked);
+}
+
+/* An intact run is copied as it was encoded, not written again: a run whose bytes say
+ * something else than its entries shows through, until one of its entries changes. */
+static void test_runs_copied(void)
+{
+    dd_meta_t tag = {"k", "b", 1, 1}, other = {"k", "c", 1, 1};
+    const dd_run_t *real = dd_run_make(pool, &tag, 1), *fake_bytes = dd_run_make(pool, &other, 1);
+    dd_run_t *r = apr_pmemdup(pool, real, sizeof(*real));
+    dd_span_t *s = dd_span_create(pool);
+    char *out;
+    size_t len;
+    msgpack_unpacked u;
+
+    r->bytes = fake_bytes->bytes; /* entries k:b, bytes k:c */
+    dd_span_add_meta_n(s, DD_LIT("own"), DD_LIT("x"));
+    dd_span_add_run(s, r);
+    CHECK(s->meta->nelts == 2 && s->runs[0].run == r && s->runs[0].at == 1);
+    CHECK_STR(dd_span_get_meta(s, "k"), "b"); /* the entries are the span's tags */
+    for (int round = 0; round < 2; round++) {
+        CHECK(dd_encode_chunk(&s, 1, &out, &len) == 0);
+        msgpack_unpacked_init(&u);
+        CHECK(msgpack_unpack_next(&u, out, len, NULL) == MSGPACK_UNPACK_SUCCESS);
+        const msgpack_object *meta = map_get(&u.data.via.array.ptr[0], "meta");
+        CHECK(str_is(map_get(meta, "k"), round == 0 ? "c" : "b2"));
+        CHECK(str_is(map_get(meta, "own"), "x"));
+        msgpack_unpacked_destroy(&u);
+        free(out);
+        dd_span_set_meta(s, "k", "b2"); /* changed: written one by one */
+    }
 }
 
 static void test_array_header(void)
@@ -404,6 +526,7 @@ int main(void)
     test_big_chunk();
     test_control_characters();
     test_array_header();
+    test_runs_copied();
     test_same_bytes_as_msgpack_packer();
     apr_pool_destroy(pool);
     apr_terminate();

@@ -1017,6 +1017,18 @@ static void test_inject_tracecontext(void)
     CHECK(apr_table_elts(h)->nelts == 2);
     CHECK(apr_table_get(h, "x-datadog-trace-id") == NULL);
 
+    /* every byte tracestate's dd= member cannot carry: '~' ',' ';' space, control, non-ASCII,
+     * and ':' in a key */
+    dd_inject_t inx = {.trace_id_low = 42,
+                       .span_id = 1,
+                       .priority = 1,
+                       .origin = "a~b c;d\x01" "e\xc3\xa9",
+                       .tags = meta("_dd.p.k:x", "v~w;z", NULL)};
+    h = hdrs(NULL);
+    CHECK(dd_inject(pool, h, &st, &inx) == 0);
+    CHECK_STR(apr_table_get(h, "tracestate"),
+              "dd=s:1;p:0000000000000001;o:a_b_c_d_e__;t.k_x:v_w_z");
+
     dd_inject_t in0 = {.trace_id_low = 42, .span_id = 1, .priority = 0};
     dd_inject(pool, h, &st, &in0);
     CHECK_STR(apr_table_get(h, "traceparent"),

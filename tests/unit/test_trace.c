@@ -4,7 +4,6 @@
 #include "dd_trace.h"
 #include "dd_endpoint.h"
 
-#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -768,6 +767,107 @@ static void test_endpoint(void)
     CHECK_STR(dd_span_get_meta(t->server, "http.endpoint"), "/mine");
 }
 
+/* A span's tags against a plain model, through every way of setting them (put with and
+ * without lengths, set, remove, runs, metrics) on a small set of keys, so that keys repeat
+ * and their dd_key_bit()s collide: a key is never there twice, and is found while it is. */
+static void test_tags_against_model(void)
+{
+    static const char *keys[] = {"a", "b", "env", "version", "http.url", "http.status_code",
+                                 "x.1", "x.2", "x.3", "_dd.p.dm", "zz", "span.kind"};
+    enum { K = sizeof(keys) / sizeof(keys[0]) };
+    uint64_t x = 0x2545F4914F6CDD1DULL;
+    int ok = 1;
+    for (int round = 0; round < 2000; round++) {
+        apr_pool_t *p;
+        const char *model[K] = {0};
+        int has_metric[K] = {0};
+        dd_span_t *s;
+        apr_pool_create(&p, pool);
+        s = dd_span_create(p);
+        for (int op = 0; op < 40; op++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            int k = (int)(x % K), what = (int)((x >> 8) % 6);
+            const char *v = apr_psprintf(p, "v%d", op);
+            dd_meta_t m = {keys[k], v, what == 0 ? (uint32_t)strlen(keys[k]) : 0, 0};
+            if (what <= 1) {
+                dd_span_put_meta(s, &m);
+                model[k] = v;
+            } else if (what == 2) {
+                dd_span_set_meta(s, keys[k], NULL);
+                model[k] = NULL;
+            } else if (what == 3 && !model[k]) { /* a run of one key the span has not got */
+                dd_span_add_run(s, dd_run_make(p, &m, 1));
+                model[k] = v;
+            } else if (what == 4) {
+                dd_span_set_metric_n(s, keys[k], (x >> 20) % 2 ? (uint32_t)strlen(keys[k]) : 0,
+                                     op);
+                has_metric[k] = 1;
+            }
+        }
+        for (int k = 0; k < K; k++) {
+            const char *got = dd_span_get_meta(s, keys[k]);
+            int n = 0, nm = 0;
+            double d;
+            for (int i = 0; i < s->meta->nelts; i++)
+                n += strcmp(((const dd_meta_t *)s->meta->elts)[i].key, keys[k]) == 0;
+            for (int i = 0; i < s->metrics->nelts; i++)
+                nm += strcmp(((const dd_metric_t *)s->metrics->elts)[i].key, keys[k]) == 0;
+            ok &= (model[k] ? got && strcmp(got, model[k]) == 0 && n == 1 : !got && n == 0);
+            ok &= nm == has_metric[k] && dd_span_get_metric(s, keys[k], &d) == has_metric[k];
+        }
+        apr_pool_destroy(p);
+    }
+    CHECK(ok);
+}
+
+/* _dd.p.ksr without printf: the same string as "%.6f" with the trailing zeros cut, for rates
+ * on and near every rounding tie, random ones, and the edges. */
+static void test_knuth_rate(void)
+{
+    int same = 0, runs = 0;
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 300000; i++) {
+        double r;
+        char want[32];
+        size_t n;
+        uint32_t len = 0;
+        const char *got;
+        if (i < 100000) { /* ties k + 0.5 (some exact: 1/128 ...) and their neighbours */
+            uint64_t bits;
+            r = ((double)(i / 3) + 0.5) / 1e6;
+            memcpy(&bits, &r, sizeof(r));
+            bits += i % 3 == 0 ? 0 : i % 3 == 1 ? (uint64_t)-1 : 1; /* the doubles beside it */
+            memcpy(&r, &bits, sizeof(r));
+        } else if (i < 100010) {
+            double edge[] = {0, 1, -1, 2, 1e-7, 5e-7, 0.9999995, 0.0078125, 0.5, 1 - 1e-12};
+            r = edge[i - 100000];
+        } else {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            r = (double)(x >> 11) / 9007199254740992.0;
+        }
+        snprintf(want, sizeof(want), "%.6f", r < 0 ? 0 : r > 1 ? 1 : r);
+        n = strlen(want);
+        while (n > 1 && want[n - 1] == '0')
+            n--;
+        if (want[n - 1] == '.')
+            n--;
+        want[n] = '\0';
+        got = dd_knuth_rate(pool, r, &len);
+        runs++;
+        if (strcmp(got, want) == 0 && len == n)
+            same++;
+        else if (runs - same < 5)
+            fprintf(stderr, "knuth rate %.17g: %s, printf %s\n", r, got, want);
+    }
+    CHECK(same == runs);
+    for (double k = 1; k <= 128; k *= 2) /* exact binary ties: printf's rounding */
+        CHECK(dd_knuth_rate(pool, 1 / k, NULL)[0] != '\0');
+    CHECK_STR(dd_knuth_rate(pool, 1.0 / 128, NULL), "0.007812");
+    CHECK_STR(dd_knuth_rate(pool, 0.25, NULL), "0.25");
+    CHECK_STR(dd_knuth_rate(pool, 1, NULL), "1");
+    CHECK_STR(dd_knuth_rate(pool, 0, NULL), "0");
+}
+
 int main(void)
 {
     apr_initialize();
@@ -785,6 +885,8 @@ int main(void)
     test_clock_steps();
     test_tag_precedence();
     test_many_tags_linear();
+    test_knuth_rate();
+    test_tags_against_model();
     test_ipv6_urls();
     test_endpoint();
     apr_pool_destroy(pool);
