@@ -19,7 +19,7 @@ DEPS_CFLAGS=$(pkg-config --cflags apr-1 apr-util-1 jansson $MSGPACK_PC)
 DEPS_LIBS="$(pkg-config --libs apr-1 apr-util-1 jansson $MSGPACK_PC) -lpthread"
 LIB="lib/dd_baggage.c lib/dd_gateway.c lib/dd_util.c lib/dd_span.c lib/dd_trace.c lib/dd_encode.c
      lib/dd_propagation.c lib/dd_sampler.c lib/dd_rates.c lib/dd_stats.c lib/dd_xray.c
-     lib/dd_xray_sampler.c lib/dd_endpoint.c"
+     lib/dd_xray_sampler.c lib/dd_endpoint.c lib/dd_rc.c lib/dd_sha256.c"
 failed=0
 for src in fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
