@@ -84,6 +84,16 @@ def make(httpd_factory, backend):
         httpd_factory.finish(h)  # before the test's own agent goes away
 
 
+def wait_cstats_on(h, agent):
+    """Until the child has applied the agent's /info answer (the GET seen by the agent is not
+    enough: a request served before the answer is parsed is sent as a trace, not counted)."""
+    assert agent.wait_for(lambda a: info_requests(a), timeout=5)
+    deadline = time.monotonic() + 5
+    while counters(h)["client_stats_active"] != 1:
+        assert time.monotonic() < deadline, "client stats did not turn on"
+        time.sleep(0.05)
+
+
 def info_requests(agent):
     return [r for r in list(agent.other_requests) if r[0] == "GET" and r[1] == "/info"]
 
@@ -282,8 +292,7 @@ def test_agent_and_client_stats_agree(make, own_agent):
     own_agent.info = INFO
     own_agent.stats_status = 200
     h = make(own_agent, "cstats-agree")
-    assert own_agent.wait_for(lambda a: info_requests(a), timeout=5)
-    time.sleep(0.3)  # the /info answer applied
+    wait_cstats_on(h, own_agent)
     send_traffic(h)
     n = expected_spans()
     assert own_agent.wait_for(lambda a: sum(len(c) for c in a.traces) >= n, timeout=5)
@@ -337,7 +346,7 @@ def test_unsampled_traces_are_dropped_and_counted(make, own_agent, backend):
     own_agent.stats_status = 200
     own_agent.rate_by_service = {"service:cs-svc,env:cs-env": 0.01, "service:,env:": 0.01}
     h = make(own_agent, "cstats-p0")
-    assert own_agent.wait_for(lambda a: info_requests(a), timeout=5)
+    wait_cstats_on(h, own_agent)
     # the first trace's answer carries the rate: until then the default (1.0) keeps them
     warm = 0
     while not own_agent.payloads and warm < 50:
@@ -379,8 +388,7 @@ def test_a_failing_stats_endpoint_leaves_requests_alone(make, own_agent, fault):
     own_agent.info = INFO
     own_agent.stats_status = 404 if fault == "404" else 200
     h = make(own_agent, f"cstats-{fault}")
-    assert own_agent.wait_for(lambda a: info_requests(a), timeout=5)
-    time.sleep(0.3)
+    wait_cstats_on(h, own_agent)
     if fault == "down":
         own_agent.mode = "refuse"
     for _ in range(30):
