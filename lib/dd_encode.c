@@ -118,34 +118,6 @@ int dd_encode_has_control(const char *s, size_t n)
     return has_control((const unsigned char *)s, n);
 }
 
-/* A string body: short ones (most tags) copied with two overlapping word moves instead of a
- * call to memcpy. */
-static inline void put_body(buf_t *b, const char *s, size_t n)
-{
-    unsigned char *d;
-    if (n > 16 || b->cap - b->len < 16) {
-        buf_put(b, s, n);
-        return;
-    }
-    d = b->data + b->len;
-    if (n >= 8) {
-        uint64_t head = dd_load64(s), tail = dd_load64(s + n - 8);
-        memcpy(d, &head, 8);
-        memcpy(d + n - 8, &tail, 8);
-    } else if (n >= 4) {
-        uint32_t head, tail;
-        memcpy(&head, s, 4);
-        memcpy(&tail, s + n - 4, 4);
-        memcpy(d, &head, 4);
-        memcpy(d + n - 4, &tail, 4);
-    } else if (n > 0) {
-        d[0] = (unsigned char)s[0];
-        d[n / 2] = (unsigned char)s[n / 2];
-        d[n - 1] = (unsigned char)s[n - 1];
-    }
-    b->len += n;
-}
-
 /* n < 32 bytes from s to d, with overlapping word moves (no call, no byte loop). */
 static inline void copy_short(unsigned char *d, const char *s, size_t n)
 {
@@ -171,6 +143,18 @@ static inline void copy_short(unsigned char *d, const char *s, size_t n)
         d[n / 2] = (unsigned char)s[n / 2];
         d[n - 1] = (unsigned char)s[n - 1];
     }
+}
+
+/* A string body: short ones (most tags) copied with overlapping word moves (copy_short)
+ * instead of a call to memcpy. */
+static inline void put_body(buf_t *b, const char *s, size_t n)
+{
+    if (n > 16 || b->cap - b->len < 16) {
+        buf_put(b, s, n);
+        return;
+    }
+    copy_short(b->data + b->len, s, n);
+    b->len += n;
 }
 
 /* A string without control characters, of known length: header and body. Most keys and
